@@ -1,0 +1,155 @@
+#include "agent/agent.h"
+
+#include "agent/events/decoder.h"
+#include "agent/export/json_lines.h"
+#include "agent/export/metrics.h"
+#include "agent/flows/connection_tracker.h"
+#include "agent/identity/cgroup_resolver.h"
+#include "agent/loader/capture_program.h"
+#include "apiwarden/common/clock.h"
+#include "apiwarden/common/log.h"
+
+#include <bpf/libbpf.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+
+namespace apiwarden {
+namespace {
+
+namespace asio = boost::asio;
+
+int onRecord(void* ctx, void* data, size_t size) {
+  static_cast<events::Decoder*>(ctx)->decode({static_cast<const uint8_t*>(data), size});
+  return 0;
+}
+
+// Resolves the monitored directory: an absolute cgroup v2 directory, the mount itself by default.
+Result<std::string> monitoredCgroup(const std::string& requested, const std::string& mount) {
+  std::string dir = requested.empty() ? mount : requested;
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(dir, ec);
+  if (ec) return fail(ec.value(), "--cgroup-root " + dir);
+  std::string path = canonical.string();
+  if (path != mount && path.rfind(mount + "/", 0) != 0) {
+    return fail(EINVAL, "--cgroup-root " + dir + " is not inside the cgroup v2 hierarchy at " + mount);
+  }
+  return path;
+}
+
+// Everything the run loop owns, built in dependency order and torn down in reverse.
+struct Pipeline {
+  SystemClock clock;
+  WallClockMapper wall{clock};
+  std::unique_ptr<records::JsonLinesWriter> writer;
+  metrics::AgentMetrics metrics;
+  std::unique_ptr<metrics::MetricsRecordSink> sink;
+  std::unique_ptr<identity::CgroupResolver> cgroups;
+  std::unique_ptr<flows::ConnectionTracker> tracker;
+  std::unique_ptr<events::Decoder> decoder;
+  std::unique_ptr<loader::CaptureProgram> capture;
+  ring_buffer* ring = nullptr;
+
+  ~Pipeline() {
+    if (ring) ring_buffer__free(ring);
+  }
+
+  metrics::PipelineSnapshot snapshot() const {
+    metrics::PipelineSnapshot s;
+    if (auto kernel = capture->readStats()) s.kernel = *kernel;
+    s.decoder = decoder->stats();
+    s.tracker = tracker->stats();
+    s.connections_tracked = tracker->size();
+    s.records_written = writer->written();
+    s.record_write_errors = writer->writeErrors();
+    return s;
+  }
+};
+
+Result<void> build(Pipeline& p, const AgentOptions& options) {
+  auto mount = identity::CgroupResolver::findCgroup2Mount();
+  if (!mount) return std::unexpected(std::move(mount.error()).context("finding the cgroup v2 hierarchy"));
+  auto root = monitoredCgroup(options.cgroup_root, *mount);
+  if (!root) return std::unexpected(root.error());
+
+  auto writer = records::JsonLinesWriter::open(options.records_path);
+  if (!writer) return std::unexpected(std::move(writer.error()).context("opening --records"));
+  p.writer = std::move(*writer);
+  if (!options.metrics_listen.empty()) {
+    if (auto listening = p.metrics.listen(options.metrics_listen); !listening) return listening;
+  }
+  p.sink = std::make_unique<metrics::MetricsRecordSink>(*p.writer, p.metrics);
+  p.cgroups = std::make_unique<identity::CgroupResolver>(*mount, p.clock);
+  p.tracker = std::make_unique<flows::ConnectionTracker>(
+      *p.sink, [&p](uint64_t id) { return p.cgroups->pathOf(id); }, p.wall);
+  p.decoder = std::make_unique<events::Decoder>(*p.tracker);
+
+  loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20};
+  auto capture = loader::CaptureProgram::open(capture_options);
+  if (!capture) return std::unexpected(std::move(capture.error()).context("starting capture"));
+  p.capture = std::move(*capture);
+
+  p.ring = ring_buffer__new(p.capture->eventsFd(), onRecord, p.decoder.get(), nullptr);
+  if (!p.ring) return fail(errno, "opening the ring buffer");
+  logger("agent")->info("monitoring cgroup {} (records to {}, metrics {})", *root, options.records_path,
+                        options.metrics_listen.empty() ? "off" : options.metrics_listen);
+  return {};
+}
+
+// Re-arms itself every interval until the io_context stops.
+template <typename Fn>
+void every(asio::steady_timer& timer, std::chrono::microseconds interval, Fn fn) {
+  timer.expires_after(interval);
+  timer.async_wait([&timer, interval, fn](const boost::system::error_code& ec) {
+    if (ec) return;
+    fn();
+    every(timer, interval, fn);
+  });
+}
+
+}  // namespace
+
+Result<void> runAgent(const AgentOptions& options) {
+  loader::routeLibbpfLogs();
+  if (auto ok = loader::checkEnvironment(); !ok) return ok;
+
+  Pipeline pipeline;
+  if (auto built = build(pipeline, options); !built) return built;
+  auto log = logger("agent");
+
+  asio::io_context io;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
+    if (!ec) log->info("signal {}: detaching", signal);
+    io.stop();
+  });
+
+  asio::steady_timer drain_timer(io), stats_timer(io);
+  every(drain_timer, std::chrono::microseconds(options.drain_interval_us), [&] {
+    int consumed = ring_buffer__consume(pipeline.ring);
+    if (consumed < 0) log->warn("ring buffer consume failed: {}", consumed);
+    if (consumed > 0) pipeline.sink->flush();
+  });
+  every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
+    pipeline.tracker->sweep(pipeline.clock.monotonicNs());
+    pipeline.metrics.update(pipeline.snapshot());
+  });
+
+  io.run();
+
+  // Drain what the kernel wrote before we stop listening, then detach (Pipeline's destructor).
+  ring_buffer__consume(pipeline.ring);
+  pipeline.sink->flush();
+  auto final_stats = pipeline.snapshot();
+  log->info("stopped: {} records decoded, {} http records, {} connection records, {} lost (ring buffer full)",
+            final_stats.decoder.decoded, final_stats.tracker.http_records, final_stats.tracker.connection_records,
+            final_stats.kernel[APIWARDEN_STAT_LOST_RINGBUF]);
+  return {};
+}
+
+}  // namespace apiwarden

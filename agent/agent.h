@@ -1,0 +1,26 @@
+// The agent's run loop: loads and attaches the capture programs, drains the ring buffer on a
+// timer, runs the pipeline (decode -> connections -> records), serves metrics, and detaches on
+// SIGINT/SIGTERM.
+#pragma once
+
+#include "apiwarden/common/result.h"
+
+#include <cstdint>
+#include <string>
+
+namespace apiwarden {
+
+struct AgentOptions {
+  std::string records_path = "-";   // JSON Lines; "-" is stdout
+  std::string cgroup_root;          // monitored cgroup v2 directory; empty: the whole hierarchy
+  std::string metrics_listen;       // "host:port"; empty: no endpoint
+  uint32_t ringbuf_mib = 32;
+  uint32_t drain_interval_us = 500;
+  uint32_t stats_interval_ms = 1000;
+};
+
+// Runs until a signal arrives. Start-up failures come back as errors; run-time trouble is
+// logged and counted.
+Result<void> runAgent(const AgentOptions& options);
+
+}  // namespace apiwarden

@@ -1,0 +1,196 @@
+#include "agent/export/metrics.h"
+
+#include <prometheus/exposer.h>
+
+#include <array>
+
+namespace apiwarden::metrics {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+
+constexpr std::array<std::string_view, 9> kMethods = {"GET",    "POST",    "PUT",     "DELETE", "PATCH",
+                                                      "HEAD",   "OPTIONS", "CONNECT", "TRACE"};
+
+std::string_view boundedMethod(std::string_view method) {
+  for (auto known : kMethods) {
+    if (method == known) return known;
+  }
+  return "OTHER";
+}
+
+std::string_view statusClass(const std::optional<uint16_t>& status) {
+  static constexpr std::array<std::string_view, 6> kClasses = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  if (!status || *status < 100 || *status > 599) return kClasses[0];
+  return kClasses[*status / 100];
+}
+
+std::string_view directionName(records::Direction direction) {
+  return direction == records::Direction::kServer ? "server" : "client";
+}
+
+}  // namespace
+
+struct AgentMetrics::RequestSeries {
+  prometheus::Counter* requests;
+};
+
+AgentMetrics::AgentMetrics(size_t max_workloads)
+    : registry_(std::make_shared<prometheus::Registry>()), max_workloads_(max_workloads) {
+  auto& kernel_records = BuildCounter()
+                             .Name("apiwarden_capture_records_total")
+                             .Help("Records the kernel programs wrote to the ring buffer")
+                             .Register(*registry_);
+  auto& lost = BuildCounter()
+                   .Name("apiwarden_capture_lost_total")
+                   .Help("Capture losses in the kernel, by reason")
+                   .Register(*registry_);
+  auto& skipped = BuildCounter()
+                      .Name("apiwarden_capture_skipped_segments_total")
+                      .Help("Payload segments of connections that are neither HTTP nor a TLS handshake")
+                      .Register(*registry_);
+  auto& unparsed = BuildCounter()
+                       .Name("apiwarden_capture_unparsed_packets_total")
+                       .Help("TCP packets whose headers the kernel program could not read")
+                       .Register(*registry_);
+  auto& decoded = BuildCounter()
+                      .Name("apiwarden_pipeline_events_decoded_total")
+                      .Help("Ring-buffer records decoded by the agent")
+                      .Register(*registry_);
+  auto& rejected = BuildCounter()
+                       .Name("apiwarden_pipeline_events_rejected_total")
+                       .Help("Ring-buffer records rejected by the decoder, by reason")
+                       .Register(*registry_);
+  auto& parse_errors = BuildCounter()
+                           .Name("apiwarden_http_parse_errors_total")
+                           .Help("HTTP/1.x parse errors, by reason")
+                           .Register(*registry_);
+  auto& connections = BuildCounter()
+                          .Name("apiwarden_flows_connections_total")
+                          .Help("TCP connections seen opening and closing")
+                          .Register(*registry_);
+  auto& flow_drops = BuildCounter()
+                         .Name("apiwarden_flows_dropped_total")
+                         .Help("Connections not tracked or forgotten, by reason")
+                         .Register(*registry_);
+  auto& gap_bytes = BuildCounter()
+                        .Name("apiwarden_flows_gap_bytes_total")
+                        .Help("Stream bytes never captured (beyond the capture limit, or lost)")
+                        .Register(*registry_);
+  auto& records_written = BuildCounter()
+                              .Name("apiwarden_records_written_total")
+                              .Help("Records written by type")
+                              .Register(*registry_);
+  auto& record_errors = BuildCounter()
+                            .Name("apiwarden_records_write_errors_total")
+                            .Help("Records that could not be written")
+                            .Register(*registry_);
+  auto& unanswered = BuildCounter()
+                         .Name("apiwarden_http_unpaired_total")
+                         .Help("HTTP messages that could not be paired, by reason")
+                         .Register(*registry_);
+
+  // The order here is the order update() fills the mirrors in.
+  mirrors_.emplace_back(kernel_records.Add({}));
+  mirrors_.emplace_back(lost.Add({{"reason", "ringbuf_full"}}));
+  mirrors_.emplace_back(lost.Add({{"reason", "truncated"}}));
+  mirrors_.emplace_back(lost.Add({{"reason", "map_full"}}));
+  mirrors_.emplace_back(skipped.Add({{"reason", "opaque"}}));
+  mirrors_.emplace_back(unparsed.Add({}));
+  mirrors_.emplace_back(decoded.Add({}));
+  for (size_t i = 0; i < events::kRejectReasonCount; ++i) {
+    mirrors_.emplace_back(rejected.Add({{"reason", std::string(toString(static_cast<events::RejectReason>(i)))}}));
+  }
+  for (int i = 0; i < http::kParseErrorCount; ++i) {
+    mirrors_.emplace_back(parse_errors.Add({{"reason", std::string(toString(static_cast<http::ParseError>(i)))}}));
+  }
+  mirrors_.emplace_back(connections.Add({{"event", "opened"}}));
+  mirrors_.emplace_back(connections.Add({{"event", "closed"}}));
+  mirrors_.emplace_back(flow_drops.Add({{"reason", "table_full"}}));
+  mirrors_.emplace_back(flow_drops.Add({{"reason", "idle"}}));
+  mirrors_.emplace_back(gap_bytes.Add({}));
+  mirrors_.emplace_back(records_written.Add({{"type", "http"}}));
+  mirrors_.emplace_back(records_written.Add({{"type", "connection"}}));
+  mirrors_.emplace_back(record_errors.Add({}));
+  mirrors_.emplace_back(unanswered.Add({{"reason", "no_response"}}));
+  mirrors_.emplace_back(unanswered.Add({{"reason", "no_request"}}));
+  mirrors_.emplace_back(unanswered.Add({{"reason", "too_many_pending"}}));
+
+  connections_tracked_ = &BuildGauge()
+                              .Name("apiwarden_flows_connections_tracked")
+                              .Help("Connections currently tracked")
+                              .Register(*registry_)
+                              .Add({});
+  requests_ = &BuildCounter()
+                   .Name("apiwarden_http_requests_total")
+                   .Help("HTTP exchanges by workload (cgroup path), direction, method and status class")
+                   .Register(*registry_);
+  workload_overflow_ = &BuildCounter()
+                            .Name("apiwarden_http_workload_overflow_total")
+                            .Help("Requests counted under workload=\"other\" because the label limit was hit")
+                            .Register(*registry_)
+                            .Add({});
+}
+
+AgentMetrics::~AgentMetrics() = default;
+
+Result<void> AgentMetrics::listen(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address, 2);
+  } catch (const std::exception& e) {
+    return fail(EADDRINUSE, "serving metrics on " + address + ": " + e.what());
+  }
+  exposer_->RegisterCollectable(registry_);
+  return {};
+}
+
+void AgentMetrics::update(const PipelineSnapshot& s) {
+  size_t i = 0;
+  for (uint32_t stat = APIWARDEN_STAT_RECORDS; stat <= APIWARDEN_STAT_UNPARSED; ++stat) mirrors_[i++].set(s.kernel[stat]);
+  mirrors_[i++].set(s.decoder.decoded);
+  for (uint64_t count : s.decoder.rejected) mirrors_[i++].set(count);
+  for (uint64_t count : s.tracker.parse_errors) mirrors_[i++].set(count);
+  mirrors_[i++].set(s.tracker.connections_opened);
+  mirrors_[i++].set(s.tracker.connections_closed);
+  mirrors_[i++].set(s.tracker.table_full);
+  mirrors_[i++].set(s.tracker.idle_evicted);
+  mirrors_[i++].set(s.tracker.gap_bytes);
+  mirrors_[i++].set(s.tracker.http_records);
+  mirrors_[i++].set(s.tracker.connection_records);
+  mirrors_[i++].set(s.record_write_errors);
+  mirrors_[i++].set(s.tracker.unanswered_requests);
+  mirrors_[i++].set(s.tracker.orphan_responses);
+  mirrors_[i++].set(s.tracker.pending_overflow);
+  connections_tracked_->Set(static_cast<double>(s.connections_tracked));
+}
+
+AgentMetrics::RequestSeries& AgentMetrics::seriesFor(const records::HttpRecord& record) {
+  std::string workload = record.workload.cgroup_path.value_or("unknown");
+  if (!workloads_.contains(workload)) {
+    if (workloads_.size() >= max_workloads_) {
+      workload_overflow_->Increment();
+      workload = "other";
+    } else {
+      workloads_.insert(workload);
+    }
+  }
+  std::string_view method = boundedMethod(record.method);
+  std::string_view status = statusClass(record.status);
+  std::string_view direction = directionName(record.direction);
+  std::string key = workload;
+  key.append("\x1f").append(direction).append("\x1f").append(method).append("\x1f").append(status);
+  auto& slot = series_[key];
+  if (!slot) {
+    slot = std::make_unique<RequestSeries>();
+    slot->requests = &requests_->Add({{"workload", workload},
+                                      {"direction", std::string(direction)},
+                                      {"method", std::string(method)},
+                                      {"status_class", std::string(status)}});
+  }
+  return *slot;
+}
+
+void AgentMetrics::countRequest(const records::HttpRecord& record) { seriesFor(record).requests->Increment(); }
+
+}  // namespace apiwarden::metrics

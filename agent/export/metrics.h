@@ -1,0 +1,98 @@
+// Prometheus metrics of the agent: the pipeline's own health, mirrored from the counters each
+// stage keeps, and HTTP request counters by workload, direction, method and status class.
+//
+// Labels come from bounded sets only: methods outside the standard ones count as "OTHER", and
+// after max_workloads distinct workloads further ones count as workload="other".
+#pragma once
+
+#include "agent/events/decoder.h"
+#include "agent/export/record.h"
+#include "agent/flows/connection.h"
+#include "agent/loader/capture_program.h"
+#include "apiwarden/common/result.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace apiwarden::metrics {
+
+// A prometheus counter that follows an absolute count kept elsewhere.
+class CounterMirror {
+ public:
+  explicit CounterMirror(prometheus::Counter& counter) : counter_(&counter) {}
+  void set(uint64_t total) {
+    if (total > last_) counter_->Increment(static_cast<double>(total - last_));
+    last_ = total;
+  }
+
+ private:
+  prometheus::Counter* counter_;
+  uint64_t last_ = 0;
+};
+
+struct PipelineSnapshot {
+  loader::KernelStats kernel{};
+  events::DecoderStats decoder;
+  flows::TrackerStats tracker;
+  size_t connections_tracked = 0;
+  uint64_t records_written = 0;
+  uint64_t record_write_errors = 0;
+};
+
+class AgentMetrics {
+ public:
+  explicit AgentMetrics(size_t max_workloads = 256);
+  ~AgentMetrics();
+
+  // Serves /metrics on "host:port" (e.g. "127.0.0.1:9464"); an error if the port is taken.
+  Result<void> listen(const std::string& address);
+  prometheus::Registry& registry() { return *registry_; }
+
+  void update(const PipelineSnapshot& snapshot);
+  // Counts one HTTP exchange.
+  void countRequest(const records::HttpRecord& record);
+
+ private:
+  struct RequestSeries;
+  RequestSeries& seriesFor(const records::HttpRecord& record);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  size_t max_workloads_;
+  std::vector<CounterMirror> mirrors_;  // in the order update() fills them
+  prometheus::Gauge* connections_tracked_ = nullptr;
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Counter* workload_overflow_ = nullptr;
+  std::unordered_map<std::string, std::unique_ptr<RequestSeries>> series_;
+  std::unordered_set<std::string> workloads_;
+};
+
+// Forwards records to another sink and counts HTTP exchanges in the metrics.
+class MetricsRecordSink final : public records::RecordSink {
+ public:
+  MetricsRecordSink(records::RecordSink& next, AgentMetrics& metrics) : next_(next), metrics_(metrics) {}
+  void write(const records::HttpRecord& record) override {
+    metrics_.countRequest(record);
+    next_.write(record);
+  }
+  void write(const records::ConnectionRecord& record) override { next_.write(record); }
+  void flush() override { next_.flush(); }
+
+ private:
+  records::RecordSink& next_;
+  AgentMetrics& metrics_;
+};
+
+}  // namespace apiwarden::metrics

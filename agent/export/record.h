@@ -1,0 +1,72 @@
+// The records apiwarden writes: one per HTTP exchange and one per closed connection.
+// Field names of the JSON form are a documented contract (README, "Record schema").
+#pragma once
+
+#include "agent/protocols/http/parser.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace apiwarden::records {
+
+enum class Direction : uint8_t { kClient, kServer };  // which end the socket's owner is
+
+struct Endpoint {
+  std::string ip;  // textual: "10.0.0.1", "::1"; IPv4-mapped IPv6 shown as plain IPv4
+  uint16_t port = 0;
+};
+
+struct Workload {
+  uint64_t cgroup_id = 0;
+  std::optional<std::string> cgroup_path;  // relative to the cgroup2 mount, "/a/b"; absent if unknown
+};
+
+struct TlsInfo {
+  std::string sni;      // may be empty when the ClientHello had none
+  std::string version;  // "TLS1.3" ...
+  std::string alpn;     // first offered protocol, empty if none
+};
+
+struct HttpRecord {
+  uint64_t ts_ns = 0;  // wall clock of the request's first byte
+  Direction direction = Direction::kClient;
+  Workload workload;
+  Endpoint local;
+  Endpoint remote;
+  std::string method;
+  std::string path;  // target as sent, query string included
+  std::string host;  // empty: absent
+  std::optional<uint16_t> status;  // absent when no response was seen
+  std::string version;             // "1.0" or "1.1"
+  uint64_t latency_us = 0;         // request's first byte -> response's first byte, at this socket
+  uint64_t request_bytes = 0;      // head + body as sent
+  uint64_t response_bytes = 0;
+  http::CredentialScheme credential_scheme = http::CredentialScheme::kNone;
+  std::optional<TlsInfo> tls;
+};
+
+struct ConnectionRecord {
+  uint64_t ts_ns = 0;  // wall clock of the close
+  Direction direction = Direction::kClient;
+  Workload workload;
+  Endpoint local;
+  Endpoint remote;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t duration_us = 0;
+  uint32_t srtt_us = 0;
+  uint32_t retransmits = 0;
+  uint64_t http_requests = 0;  // HTTP exchanges seen on this connection
+  std::optional<TlsInfo> tls;
+};
+
+class RecordSink {
+ public:
+  virtual ~RecordSink() = default;
+  virtual void write(const HttpRecord& record) = 0;
+  virtual void write(const ConnectionRecord& record) = 0;
+  virtual void flush() = 0;
+};
+
+}  // namespace apiwarden::records

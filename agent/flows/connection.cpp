@@ -1,0 +1,237 @@
+#include "agent/flows/connection.h"
+
+#include "agent/protocols/tls/client_hello.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace apiwarden::flows {
+namespace {
+
+bool startsWith(std::span<const uint8_t> data, std::string_view prefix) {
+  return data.size() >= prefix.size() && std::memcmp(data.data(), prefix.data(), prefix.size()) == 0;
+}
+
+bool isTlsHandshake(std::span<const uint8_t> data) {
+  return data.size() >= 2 && data[0] == 0x16 && data[1] == 0x03;
+}
+
+uint64_t toMicros(uint64_t ns) { return ns / 1000; }
+
+}  // namespace
+
+std::string formatAddress(const uint8_t addr[16]) {
+  static constexpr uint8_t kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char text[INET6_ADDRSTRLEN] = {};
+  if (std::memcmp(addr, kV4Mapped, sizeof(kV4Mapped)) == 0) {
+    inet_ntop(AF_INET, addr + 12, text, sizeof(text));
+  } else {
+    inet_ntop(AF_INET6, addr, text, sizeof(text));
+  }
+  return text;
+}
+
+Connection::Stream::Stream(Connection& owner, http::Parser::Kind kind)
+    : reassembler(owner.ctx_.options.reassembly),
+      owner_(owner),
+      kind_(kind),
+      parser_(kind, *this, owner.ctx_.options.http) {}
+
+void Connection::Stream::onMessageComplete(uint64_t bytes) {
+  if (kind_ == http::Parser::Kind::kRequest) {
+    owner_.requestComplete(bytes);
+  } else {
+    owner_.responseComplete(bytes);
+  }
+}
+
+void Connection::Stream::onParseError(http::ParseError error) {
+  ++owner_.ctx_.stats.parse_errors[static_cast<size_t>(error)];
+}
+
+Connection::Connection(const apiwarden_flow& flow, records::Workload workload, uint64_t now_ns,
+                       ConnectionContext& ctx)
+    : ctx_(ctx),
+      flow_(flow),
+      workload_(std::move(workload)),
+      local_{formatAddress(flow.local_addr), flow.local_port},
+      remote_{formatAddress(flow.remote_addr), flow.remote_port},
+      last_seen_ns_(now_ns),
+      requests_(*this, http::Parser::Kind::kRequest),
+      responses_(*this, http::Parser::Kind::kResponse) {
+  if (flow.role != APIWARDEN_ROLE_UNKNOWN) {
+    direction_ = flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer : records::Direction::kClient;
+    role_known_ = true;
+  }
+}
+
+Connection::~Connection() {
+  if (!hello_.empty()) std::fill(hello_.begin(), hello_.end(), 0);
+}
+
+// A connection that predates the agent has no role from the kernel: the first payload tells.
+void Connection::decideRole(uint8_t direction, std::span<const uint8_t> data) {
+  bool egress = direction == APIWARDEN_DIR_EGRESS;
+  bool carries_responses = startsWith(data, "HTTP/");
+  bool sender_is_client = carries_responses ? !egress : egress;
+  direction_ = sender_is_client ? records::Direction::kClient : records::Direction::kServer;
+  role_known_ = true;
+}
+
+void Connection::onPayload(const apiwarden_payload_event& event, std::span<const uint8_t> data) {
+  last_seen_ns_ = event.hdr.ts_ns;
+  if (!role_known_) decideRole(event.direction, data);
+  bool egress = event.direction == APIWARDEN_DIR_EGRESS;
+  bool request_stream = egress == (direction_ == records::Direction::kClient);
+
+  if (mode_ == Mode::kUndecided) {
+    if (!request_stream) return;  // wait for the client's first bytes to decide
+    mode_ = isTlsHandshake(data) ? Mode::kTls : Mode::kHttp;
+  }
+  if (mode_ == Mode::kTls) {
+    if (request_stream && !hello_done_) feedTlsHello(data);
+    return;
+  }
+  segment_ns_ = event.hdr.ts_ns;
+  Stream& stream = request_stream ? requests_ : responses_;
+  stream.reassembler.push(event.seq, event.payload_len, data, stream);
+}
+
+void Connection::feedTlsHello(std::span<const uint8_t> data) {
+  size_t room = ctx_.options.max_tls_hello_bytes - hello_.size();
+  hello_.insert(hello_.end(), data.begin(), data.begin() + static_cast<ptrdiff_t>(std::min(room, data.size())));
+  auto hello = tls::parseClientHello(hello_);
+  if (!hello && hello.error() == tls::HelloError::kNeedMore && hello_.size() < ctx_.options.max_tls_hello_bytes) {
+    return;
+  }
+  hello_done_ = true;
+  std::fill(hello_.begin(), hello_.end(), 0);
+  hello_.clear();
+  hello_.shrink_to_fit();
+  if (!hello) {
+    ++ctx_.stats.tls_hello_errors;
+    return;
+  }
+  ++ctx_.stats.tls_hellos;
+  tls_ = records::TlsInfo{hello->sni, tls::versionName(hello->max_version),
+                          hello->alpn.empty() ? std::string() : hello->alpn.front()};
+}
+
+void Connection::requestHead(const http::RequestHead& head) {
+  if (pending_.size() >= ctx_.options.max_pending_requests) {
+    ++ctx_.stats.pending_overflow;
+    writeHttp(pending_.front());
+    pending_.pop_front();
+  }
+  PendingRequest& request = pending_.emplace_back();
+  request.method = head.method;
+  request.target = head.target;
+  request.host = head.host;
+  request.version = head.version_minor == 0 ? "1.0" : "1.1";
+  request.scheme = head.scheme;
+  request.request_ns = segment_ns_;
+}
+
+void Connection::requestComplete(uint64_t bytes) {
+  for (PendingRequest& request : pending_) {
+    if (!request.request_complete) {
+      request.request_complete = true;
+      request.request_bytes = bytes;
+      return;
+    }
+  }
+}
+
+http::ResponseBody Connection::responseHead(const http::ResponseHead& head) {
+  interim_response_ = head.status >= 100 && head.status < 200 && head.status != 101;
+  orphan_response_ = pending_.empty();
+  if (orphan_response_) {
+    ++ctx_.stats.orphan_responses;
+    return http::ResponseBody::kFromHeaders;
+  }
+  if (interim_response_) return http::ResponseBody::kFromHeaders;
+  PendingRequest& request = pending_.front();
+  request.status = head.status;
+  request.response_ns = segment_ns_;
+  if (request.method == "HEAD") return http::ResponseBody::kNone;
+  if (request.method == "CONNECT" && head.status >= 200 && head.status < 300) return http::ResponseBody::kTunnel;
+  return http::ResponseBody::kFromHeaders;
+}
+
+void Connection::responseComplete(uint64_t bytes) {
+  if (interim_response_ || orphan_response_) {
+    interim_response_ = orphan_response_ = false;
+    return;
+  }
+  if (pending_.empty()) return;
+  pending_.front().response_bytes = bytes;
+  writeHttp(pending_.front());
+  pending_.pop_front();
+}
+
+void Connection::fillCommon(records::Direction& direction, records::Workload& workload, records::Endpoint& local,
+                            records::Endpoint& remote) const {
+  direction = direction_;
+  workload = workload_;
+  local = local_;
+  remote = remote_;
+}
+
+void Connection::writeHttp(const PendingRequest& request) {
+  records::HttpRecord record;
+  fillCommon(record.direction, record.workload, record.local, record.remote);
+  record.ts_ns = ctx_.wall.toRealtimeNs(request.request_ns);
+  record.method = request.method;
+  record.path = request.target;
+  record.host = request.host;
+  record.version = request.version;
+  record.status = request.status;
+  if (request.status && request.response_ns >= request.request_ns) {
+    record.latency_us = toMicros(request.response_ns - request.request_ns);
+  }
+  record.request_bytes = request.request_bytes;
+  record.response_bytes = request.response_bytes;
+  record.credential_scheme = request.scheme;
+  record.tls = tls_;
+  if (!request.status) ++ctx_.stats.unanswered_requests;
+  ++ctx_.stats.http_records;
+  ++http_requests_;
+  ctx_.sink.write(record);
+}
+
+void Connection::onClose(const apiwarden_conn_event& event) {
+  last_seen_ns_ = event.hdr.ts_ns;
+  if (mode_ == Mode::kHttp) {
+    requests_.reassembler.flush(requests_);
+    responses_.reassembler.flush(responses_);
+    responses_.parser_.finish();
+    requests_.parser_.finish();
+    for (const PendingRequest& request : pending_) writeHttp(request);
+    pending_.clear();
+  }
+  for (const Stream* stream : {&requests_, &responses_}) {
+    ctx_.stats.gap_bytes += stream->reassembler.stats().gap_bytes;
+    ctx_.stats.duplicate_bytes += stream->reassembler.stats().duplicate_bytes;
+  }
+
+  records::ConnectionRecord record;
+  fillCommon(record.direction, record.workload, record.local, record.remote);
+  if (!role_known_ && event.flow.role != APIWARDEN_ROLE_UNKNOWN) {
+    record.direction = event.flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer
+                                                                 : records::Direction::kClient;
+  }
+  record.ts_ns = ctx_.wall.toRealtimeNs(event.hdr.ts_ns);
+  record.bytes_sent = event.bytes_sent;
+  record.bytes_received = event.bytes_received;
+  record.duration_us = toMicros(event.duration_ns);
+  record.srtt_us = event.srtt_us;
+  record.retransmits = event.total_retrans;
+  record.http_requests = http_requests_;
+  record.tls = tls_;
+  ++ctx_.stats.connection_records;
+  ctx_.sink.write(record);
+}
+
+}  // namespace apiwarden::flows

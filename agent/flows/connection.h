@@ -1,0 +1,134 @@
+// One observed TCP socket: its two byte streams, the HTTP exchanges on them, and its records.
+//
+// The stream carrying requests is the socket's egress for a client and its ingress for a server.
+// Each stream goes through a StreamReassembler into an http::Parser; request heads queue up
+// (pipelining) and each final response completes the oldest one, which becomes an HttpRecord.
+#pragma once
+
+#include "agent/export/record.h"
+#include "agent/flows/reassembler.h"
+#include "agent/protocols/http/parser.h"
+#include "apiwarden/abi.h"
+#include "apiwarden/common/clock.h"
+
+#include <array>
+#include <deque>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace apiwarden::flows {
+
+struct TrackerOptions {
+  size_t max_connections = 65536;
+  size_t max_pending_requests = 64;              // per connection; older ones are written unanswered
+  uint64_t idle_timeout_ns = 600'000'000'000ULL;  // forget connections silent this long
+  size_t max_tls_hello_bytes = 16384;
+  ReassemblerLimits reassembly;
+  http::Limits http;
+};
+
+struct TrackerStats {
+  uint64_t connections_opened = 0;
+  uint64_t connections_closed = 0;
+  uint64_t table_full = 0;      // events dropped: the table was at max_connections
+  uint64_t idle_evicted = 0;
+  uint64_t http_records = 0;
+  uint64_t connection_records = 0;
+  uint64_t unanswered_requests = 0;  // written without a status (connection ended first)
+  uint64_t pending_overflow = 0;     // written early: too many requests awaiting responses
+  uint64_t orphan_responses = 0;     // responses with no request to pair with
+  uint64_t tls_hellos = 0;
+  uint64_t tls_hello_errors = 0;
+  uint64_t gap_bytes = 0;
+  uint64_t duplicate_bytes = 0;
+  std::array<uint64_t, http::kParseErrorCount> parse_errors{};
+};
+
+// What every connection shares: where records go and how time and workloads are named.
+struct ConnectionContext {
+  records::RecordSink& sink;
+  const WallClockMapper& wall;
+  const TrackerOptions& options;
+  TrackerStats& stats;
+};
+
+class Connection {
+ public:
+  Connection(const apiwarden_flow& flow, records::Workload workload, uint64_t now_ns, ConnectionContext& ctx);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void onPayload(const apiwarden_payload_event& event, std::span<const uint8_t> data);
+  // The socket closed: finishes both streams, writes what is pending and the connection record.
+  void onClose(const apiwarden_conn_event& event);
+  uint64_t lastSeenNs() const { return last_seen_ns_; }
+
+ private:
+  enum class Mode : uint8_t { kUndecided, kHttp, kTls };
+
+  struct PendingRequest {
+    std::string method, target, host, version;
+    http::CredentialScheme scheme = http::CredentialScheme::kNone;
+    uint64_t request_ns = 0, response_ns = 0;
+    uint64_t request_bytes = 0, response_bytes = 0;
+    bool request_complete = false;
+    std::optional<uint16_t> status;
+  };
+
+  // One direction: reassembly feeding a parser; also the parser's listener.
+  class Stream final : public StreamSink, public http::ParserListener {
+   public:
+    Stream(Connection& owner, http::Parser::Kind kind);
+    void onData(std::span<const uint8_t> data) override { parser_.feed(data); }
+    void onGap(uint64_t bytes) override { parser_.skip(bytes); }
+    void onRequestHead(const http::RequestHead& head) override { owner_.requestHead(head); }
+    http::ResponseBody onResponseHead(const http::ResponseHead& head) override { return owner_.responseHead(head); }
+    void onMessageComplete(uint64_t bytes) override;
+    void onParseError(http::ParseError error) override;
+
+    StreamReassembler reassembler;
+
+   private:
+    Connection& owner_;
+    http::Parser::Kind kind_;
+    http::Parser parser_;
+    friend class Connection;
+  };
+
+  void decideRole(uint8_t direction, std::span<const uint8_t> data);
+  void requestHead(const http::RequestHead& head);
+  http::ResponseBody responseHead(const http::ResponseHead& head);
+  void requestComplete(uint64_t bytes);
+  void responseComplete(uint64_t bytes);
+  void feedTlsHello(std::span<const uint8_t> data);
+  void writeHttp(const PendingRequest& request);
+  void fillCommon(records::Direction& direction, records::Workload& workload, records::Endpoint& local,
+                  records::Endpoint& remote) const;
+
+  ConnectionContext& ctx_;
+  apiwarden_flow flow_;
+  records::Workload workload_;
+  records::Endpoint local_, remote_;
+  records::Direction direction_ = records::Direction::kClient;
+  bool role_known_ = false;
+  Mode mode_ = Mode::kUndecided;
+  uint64_t last_seen_ns_;
+  uint64_t segment_ns_ = 0;  // timestamp of the segment being parsed
+  Stream requests_;
+  Stream responses_;
+  std::deque<PendingRequest> pending_;
+  bool interim_response_ = false;  // a 1xx is being parsed
+  bool orphan_response_ = false;   // a response with no request is being parsed
+  std::optional<records::TlsInfo> tls_;
+  std::vector<uint8_t> hello_;
+  bool hello_done_ = false;
+  uint64_t http_requests_ = 0;
+};
+
+// Textual address of a 16-byte ABI address (v4-mapped shown as IPv4).
+std::string formatAddress(const uint8_t addr[16]);
+
+}  // namespace apiwarden::flows

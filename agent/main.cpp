@@ -1,0 +1,40 @@
+// apiwarden-agent: captures API calls per workload in the kernel and writes them as records.
+#include "agent/agent.h"
+#include "apiwarden/common/log.h"
+
+#include <CLI/CLI.hpp>
+
+int main(int argc, char** argv) {
+  apiwarden::AgentOptions options;
+  std::string log_level = "info";
+
+  CLI::App app{"apiwarden-agent: per-workload API call capture"};
+  app.add_option("--records", options.records_path, "JSON Lines output file, '-' for stdout")
+      ->capture_default_str();
+  app.add_option("--cgroup-root", options.cgroup_root,
+                 "cgroup v2 directory whose subtree is monitored (default: the whole hierarchy)");
+  app.add_option("--metrics-listen", options.metrics_listen, "serve Prometheus metrics on HOST:PORT");
+  app.add_option("--ringbuf-mib", options.ringbuf_mib, "ring buffer size in MiB (power of two)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1024u));
+  app.add_option("--drain-interval-us", options.drain_interval_us, "ring buffer drain period")
+      ->capture_default_str()
+      ->check(CLI::Range(50u, 100000u));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if ((options.ringbuf_mib & (options.ringbuf_mib - 1)) != 0) {
+    fmt::print(stderr, "apiwarden-agent: --ringbuf-mib must be a power of two, got {}\n", options.ringbuf_mib);
+    return 2;
+  }
+  if (!apiwarden::setLogLevel(log_level)) {
+    fmt::print(stderr, "apiwarden-agent: unknown --log-level {}\n", log_level);
+    return 2;
+  }
+  auto result = apiwarden::runAgent(options);
+  if (!result) {
+    apiwarden::logger("agent")->critical("{}", result.error().describe());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel <-> user-space contract of apiwarden: every struct that crosses the boundary
+ * (ring-buffer records, map keys and values user space reads) is declared here and nowhere else.
+ *
+ * Rules: fixed-width __u* fields, explicit padding, sizes pinned by _Static_assert, enums are
+ * append-only, every record starts with struct apiwarden_record_header. Included by BPF programs
+ * (after vmlinux.h) and by C++ user space.
+ */
+#ifndef APIWARDEN_ABI_H
+#define APIWARDEN_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#ifdef __cplusplus
+#define APIWARDEN_STATIC_ASSERT static_assert
+#else
+#define APIWARDEN_STATIC_ASSERT _Static_assert
+#endif
+
+#define APIWARDEN_ABI_VERSION 1
+
+/* Payload bytes copied out of one TCP segment (or GSO super-segment); the rest is counted. */
+#define APIWARDEN_CAPTURE_MAX 16384
+/* Payload segments of a TLS connection copied per direction: enough for the handshake flights. */
+#define APIWARDEN_TLS_SEGMENTS 4
+/* Payload segments examined before a connection that never looked like HTTP or TLS is muted. */
+#define APIWARDEN_PROBE_SEGMENTS 8
+
+enum apiwarden_record_type {
+	APIWARDEN_RECORD_PAYLOAD = 1,    /* struct apiwarden_payload_event + captured bytes */
+	APIWARDEN_RECORD_CONN_OPEN = 2,  /* struct apiwarden_conn_event, at TCP established */
+	APIWARDEN_RECORD_CONN_CLOSE = 3, /* struct apiwarden_conn_event, at TCP close */
+};
+
+enum apiwarden_direction {
+	APIWARDEN_DIR_EGRESS = 0,  /* sent by the socket's owner */
+	APIWARDEN_DIR_INGRESS = 1, /* received by the socket's owner */
+};
+
+enum apiwarden_role {
+	APIWARDEN_ROLE_UNKNOWN = 0, /* connection predates the agent */
+	APIWARDEN_ROLE_CLIENT = 1,  /* the socket's owner called connect() */
+	APIWARDEN_ROLE_SERVER = 2,  /* the socket's owner accepted it */
+};
+
+/* Per-CPU counters (one array slot each). The LOST_* ones are losses; the rest are volume. */
+enum apiwarden_stat {
+	APIWARDEN_STAT_RECORDS = 0,       /* records written to the ring buffer */
+	APIWARDEN_STAT_LOST_RINGBUF = 1,  /* records lost: ring buffer reserve/output failed */
+	APIWARDEN_STAT_LOST_TRUNCATED = 2,/* segments whose payload exceeded APIWARDEN_CAPTURE_MAX */
+	APIWARDEN_STAT_LOST_MAP_FULL = 3, /* socket state could not be created (map/storage full) */
+	APIWARDEN_STAT_SKIPPED_OPAQUE = 4,/* payload segments of non-HTTP connections, not copied */
+	APIWARDEN_STAT_UNPARSED = 5,      /* packets whose IP/TCP headers could not be read */
+	APIWARDEN_STAT_MAX = 6,
+};
+
+struct apiwarden_record_header {
+	__u16 type;    /* enum apiwarden_record_type */
+	__u16 version; /* APIWARDEN_ABI_VERSION */
+	__u32 length;  /* bytes of the whole record, this header included */
+	__u64 ts_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_record_header) == 16, "abi: record header size");
+
+/* One TCP socket as its owner sees it. IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d). */
+struct apiwarden_flow {
+	__u64 cgroup_id;       /* cgroup v2 id of the socket's owner */
+	__u64 cookie;          /* socket cookie: unique per socket for the kernel's lifetime */
+	__u8 local_addr[16];   /* network byte order */
+	__u8 remote_addr[16];  /* network byte order */
+	__u16 local_port;      /* host byte order */
+	__u16 remote_port;     /* host byte order */
+	__u16 family;          /* AF_INET (2) or AF_INET6 (10) of the packets */
+	__u8 role;             /* enum apiwarden_role */
+	__u8 pad0;
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_flow) == 56, "abi: flow size");
+
+#define APIWARDEN_PAYLOAD_TRUNCATED 0x1 /* captured_len < payload_len */
+
+struct apiwarden_payload_event {
+	struct apiwarden_record_header hdr;
+	struct apiwarden_flow flow;
+	__u32 seq;          /* TCP sequence number of the first payload byte */
+	__u32 payload_len;  /* TCP payload bytes in the segment */
+	__u32 captured_len; /* bytes that follow this struct */
+	__u8 direction;     /* enum apiwarden_direction */
+	__u8 flags;         /* APIWARDEN_PAYLOAD_* */
+	__u16 pad0;
+	/* followed by captured_len bytes of payload */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_payload_event) == 88, "abi: payload event size");
+
+struct apiwarden_conn_event {
+	struct apiwarden_record_header hdr;
+	struct apiwarden_flow flow;
+	__u64 bytes_sent;     /* payload bytes the peer acknowledged (tcp_sock bytes_acked) */
+	__u64 bytes_received; /* payload bytes received (tcp_sock bytes_received) */
+	__u64 duration_ns;    /* established -> this event; 0 when the start was not seen */
+	__u32 srtt_us;        /* smoothed RTT, in microseconds */
+	__u32 total_retrans;  /* segments retransmitted */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_conn_event) == 104, "abi: conn event size");
+
+#endif /* APIWARDEN_ABI_H */

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Building and submitting records. Every failed submit is counted where it happens. */
+#ifndef APIWARDEN_BPF_EVENTS_H
+#define APIWARDEN_BPF_EVENTS_H
+
+#include "maps.h"
+#include "packet.h"
+#include "stats.h"
+
+static __always_inline void events__header(struct apiwarden_record_header *hdr, __u16 type, __u32 length)
+{
+	hdr->type = type;
+	hdr->version = APIWARDEN_ABI_VERSION;
+	hdr->length = length;
+	hdr->ts_ns = bpf_ktime_get_ns();
+}
+
+/* Copies the segment's payload (up to APIWARDEN_CAPTURE_MAX bytes) into one payload record. */
+static __always_inline void events__payload(struct __sk_buff *skb, const struct packet_info *pi,
+					    __u8 direction, __u8 role)
+{
+	__u32 zero = 0;
+	struct apiwarden_payload_scratch *scratch = bpf_map_lookup_elem(&apiwarden_scratch, &zero);
+	struct apiwarden_payload_event *ev;
+	__u32 len = pi->payload_len;
+
+	if (!scratch)
+		return;
+	ev = &scratch->event;
+	ev->flags = 0;
+	if (len > APIWARDEN_CAPTURE_MAX) {
+		len = APIWARDEN_CAPTURE_MAX;
+		ev->flags |= APIWARDEN_PAYLOAD_TRUNCATED;
+		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
+	}
+	if (len == 0 || bpf_skb_load_bytes(skb, pi->payload_off, scratch->data, len)) {
+		stats__inc(APIWARDEN_STAT_UNPARSED);
+		return;
+	}
+
+	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
+	ev->flow.cgroup_id = bpf_skb_cgroup_id(skb);
+	ev->flow.cookie = bpf_get_socket_cookie(skb);
+	ev->flow.family = pi->family;
+	ev->flow.role = role;
+	ev->flow.pad0 = 0;
+	if (direction == APIWARDEN_DIR_EGRESS) {
+		__builtin_memcpy(ev->flow.local_addr, pi->saddr, 16);
+		__builtin_memcpy(ev->flow.remote_addr, pi->daddr, 16);
+		ev->flow.local_port = pi->sport;
+		ev->flow.remote_port = pi->dport;
+	} else {
+		__builtin_memcpy(ev->flow.local_addr, pi->daddr, 16);
+		__builtin_memcpy(ev->flow.remote_addr, pi->saddr, 16);
+		ev->flow.local_port = pi->dport;
+		ev->flow.remote_port = pi->sport;
+	}
+	ev->seq = pi->seq;
+	ev->payload_len = pi->payload_len;
+	ev->captured_len = len;
+	ev->direction = direction;
+	ev->pad0 = 0;
+
+	if (bpf_ringbuf_output(&apiwarden_events, scratch, sizeof(*ev) + len, BPF_RB_NO_WAKEUP))
+		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
+	else
+		stats__inc(APIWARDEN_STAT_RECORDS);
+}
+
+#endif

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The built-in demo: an API server and two client workloads, each in a cgroup of its own, call each
+# other with real clients while apiwarden-agent records every call. Everything is removed at the end.
+set -euo pipefail
+BUILD=${1:-build}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+AGENT=$REPO/$BUILD/bin/apiwarden-agent
+[ -x "$AGENT" ] || { echo "demo: $AGENT is missing; run 'make build'" >&2; exit 1; }
+if [ "$(id -u)" -ne 0 ]; then exec sudo "$0" "$@"; fi
+
+MOUNT=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup2") { print $5; exit } } }' /proc/self/mountinfo)
+[ -n "$MOUNT" ] || { echo "demo: no cgroup v2 hierarchy mounted" >&2; exit 1; }
+ROOT=$MOUNT/apiwarden-demo-$$
+WORK=$(mktemp -d /tmp/apiwarden-demo.XXXXXX)
+PORT=${DEMO_PORT:-18080}
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for cg in "$ROOT"/*/ "$ROOT"; do
+    [ -d "$cg" ] || continue
+    for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  done
+  sleep 0.2
+  rmdir "$ROOT"/*/ "$ROOT" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Starts a command inside a cgroup: the subshell joins it, then execs.
+in_cgroup() {
+  local cg=$1; shift
+  ( echo $BASHPID > "$ROOT/$cg/cgroup.procs"; exec "$@" ) &
+  PIDS+=($!)
+}
+
+mkdir -p "$ROOT"/{api,billing,reports}
+echo "== apiwarden demo: cgroups api, billing, reports under $ROOT"
+
+"$AGENT" --cgroup-root "$ROOT" --records "$WORK/records.jsonl" --metrics-listen 127.0.0.1:9464 \
+  2> "$WORK/agent.log" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q "monitoring cgroup" "$WORK/agent.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "monitoring cgroup" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
+echo "== agent running (metrics on http://127.0.0.1:9464/metrics)"
+
+in_cgroup api python3 "$REPO/scripts/demo-api.py" "$PORT"
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+
+# billing: curl with a bearer token, several requests per connection.
+in_cgroup billing bash -c "for i in \$(seq 1 6); do
+  curl -s -o /dev/null -H 'Authorization: Bearer demo-billing-token' \
+    http://127.0.0.1:$PORT/api/invoices/\$i http://127.0.0.1:$PORT/api/invoices/\$((i+100)); sleep 0.5; done"
+# reports: Python urllib with an API key, and a POST.
+in_cgroup reports python3 -c "
+import time, urllib.request
+for i in range(4):
+    req = urllib.request.Request('http://127.0.0.1:$PORT/api/reports?week=%d' % i, headers={'X-API-Key': 'demo-key'})
+    urllib.request.urlopen(req).read()
+    post = urllib.request.Request('http://127.0.0.1:$PORT/api/reports', data=b'{}', method='POST')
+    urllib.request.urlopen(post).read()
+    time.sleep(0.7)
+"
+
+echo "== records as they arrive (JSON Lines; first three in full, then one line each)"
+python3 - "$WORK/records.jsonl" <<'PY' &
+import json, os, sys, time
+path, shown, deadline = sys.argv[1], 0, time.time() + 6
+while not os.path.exists(path):
+    time.sleep(0.1)
+with open(path) as f:
+    while time.time() < deadline:
+        line = f.readline()
+        if not line:
+            time.sleep(0.1); continue
+        r = json.loads(line)
+        if shown < 3:
+            print(line.rstrip(), flush=True)
+        elif r["type"] == "http":
+            h = r["http"]
+            print(f'{r["direction"]:6} {r["workload"].get("cgroup_path","?"):40} {h["method"]:4} {h["path"]:28} '
+                  f'{h.get("status","-")}  {h["latency_us"]:>6} us  cred={r["credential"]["scheme"]}', flush=True)
+        else:
+            print(f'{r["direction"]:6} {r["workload"].get("cgroup_path","?"):40} connection closed: '
+                  f'{r["bytes_sent"]} B sent, {r["bytes_received"]} B received, {r["http_requests"]} requests', flush=True)
+        shown += 1
+PY
+PIDS+=($!)
+sleep 6.5
+echo "== summary"
+python3 - "$WORK/records.jsonl" <<'PY'
+import collections, json, sys
+counts = collections.Counter()
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    counts[(r["type"], r["direction"], r["workload"].get("cgroup_path", "?").rsplit("/", 1)[-1])] += 1
+for (kind, direction, workload), n in sorted(counts.items()):
+    print(f"  {n:4} {kind:10} records, {direction:6} side of {workload}")
+PY
+curl -s http://127.0.0.1:9464/metrics | grep -E '^apiwarden_(http_requests_total|capture_lost_total)' | head -12
+echo "== done; cleaning up"

@@ -1,0 +1,199 @@
+// ConnectionTracker: payload and connection events in, exact records out.
+#include "agent/flows/connection_tracker.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace apiwarden::flows {
+namespace {
+
+struct FixedClock final : Clock {
+  uint64_t monotonicNs() const override { return 1'000'000'000; }
+  uint64_t realtimeNs() const override { return 1'700'000'000'000'000'000; }
+};
+
+struct CollectingSink final : records::RecordSink {
+  std::vector<records::HttpRecord> http;
+  std::vector<records::ConnectionRecord> connections;
+  void write(const records::HttpRecord& r) override { http.push_back(r); }
+  void write(const records::ConnectionRecord& r) override { connections.push_back(r); }
+  void flush() override {}
+};
+
+apiwarden_flow makeFlow(uint64_t cookie, uint8_t role) {
+  apiwarden_flow flow{};
+  flow.cgroup_id = 77;
+  flow.cookie = cookie;
+  flow.local_addr[10] = flow.local_addr[11] = 0xff;
+  flow.local_addr[12] = 127;
+  flow.local_addr[15] = 1;
+  std::memcpy(flow.remote_addr, flow.local_addr, 16);
+  flow.local_port = 40000;
+  flow.remote_port = 8080;
+  flow.family = 2;
+  flow.role = role;
+  return flow;
+}
+
+class TrackerTest : public ::testing::Test {
+ protected:
+  TrackerTest() : wall_(clock_), tracker_(sink_, [](uint64_t) { return std::string("/demo/client"); }, wall_) {}
+
+  // One segment of the stream in `direction`, continuing where the previous one left off.
+  void segment(const apiwarden_flow& flow, uint8_t direction, const std::string& data, uint64_t ts_ns,
+               uint32_t uncaptured = 0) {
+    apiwarden_payload_event event{};
+    event.hdr = {APIWARDEN_RECORD_PAYLOAD, APIWARDEN_ABI_VERSION,
+                 static_cast<uint32_t>(sizeof(event) + data.size()), ts_ns};
+    event.flow = flow;
+    uint32_t& seq = seq_[direction];
+    event.seq = seq;
+    event.payload_len = static_cast<uint32_t>(data.size()) + uncaptured;
+    event.captured_len = static_cast<uint32_t>(data.size());
+    event.direction = direction;
+    seq += event.payload_len;
+    tracker_.onPayload(event, {reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+  }
+
+  void close(const apiwarden_flow& flow, uint64_t sent, uint64_t received) {
+    apiwarden_conn_event event{};
+    event.hdr = {APIWARDEN_RECORD_CONN_CLOSE, APIWARDEN_ABI_VERSION, sizeof(event), 9'000'000};
+    event.flow = flow;
+    event.bytes_sent = sent;
+    event.bytes_received = received;
+    event.duration_ns = 5'000'000;
+    tracker_.onConnection(event);
+  }
+
+  FixedClock clock_;
+  WallClockMapper wall_;
+  CollectingSink sink_;
+  ConnectionTracker tracker_;
+  uint32_t seq_[2] = {1000, 5000};
+};
+
+TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
+  auto flow = makeFlow(1, APIWARDEN_ROLE_CLIENT);
+  std::string request = "GET /v1/users/7?full=1 HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer abc\r\n\r\n";
+  std::string response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+  segment(flow, APIWARDEN_DIR_EGRESS, request, 1'000'000);
+  segment(flow, APIWARDEN_DIR_INGRESS, response, 1'250'000);
+
+  ASSERT_EQ(sink_.http.size(), 1u);
+  const auto& r = sink_.http[0];
+  EXPECT_EQ(r.direction, records::Direction::kClient);
+  EXPECT_EQ(r.method, "GET");
+  EXPECT_EQ(r.path, "/v1/users/7?full=1");
+  EXPECT_EQ(r.host, "api");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.latency_us, 250u);
+  EXPECT_EQ(r.request_bytes, request.size());
+  EXPECT_EQ(r.response_bytes, response.size());
+  EXPECT_EQ(r.credential_scheme, http::CredentialScheme::kBearer);
+  EXPECT_EQ(r.workload.cgroup_id, 77u);
+  EXPECT_EQ(r.workload.cgroup_path, "/demo/client");
+  EXPECT_EQ(r.local.ip, "127.0.0.1");
+  EXPECT_EQ(r.remote.port, 8080);
+  EXPECT_EQ(r.ts_ns, wall_.toRealtimeNs(1'000'000));
+}
+
+TEST_F(TrackerTest, ServerSideReadsRequestsFromIngress) {
+  auto flow = makeFlow(2, APIWARDEN_ROLE_SERVER);
+  segment(flow, APIWARDEN_DIR_INGRESS, "DELETE /items/3 HTTP/1.1\r\nHost: x\r\n\r\n", 10);
+  segment(flow, APIWARDEN_DIR_EGRESS, "HTTP/1.1 204 No Content\r\n\r\n", 20);
+  ASSERT_EQ(sink_.http.size(), 1u);
+  EXPECT_EQ(sink_.http[0].direction, records::Direction::kServer);
+  EXPECT_EQ(sink_.http[0].method, "DELETE");
+  EXPECT_EQ(sink_.http[0].status, 204);
+}
+
+TEST_F(TrackerTest, PipelinedResponsesPairInOrderAndHeadHasNoBody) {
+  auto flow = makeFlow(3, APIWARDEN_ROLE_CLIENT);
+  segment(flow, APIWARDEN_DIR_EGRESS,
+          "HEAD /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+  segment(flow, APIWARDEN_DIR_INGRESS,
+          "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"         // HEAD: no body despite the length
+          "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop"
+          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+          2);
+  ASSERT_EQ(sink_.http.size(), 3u);
+  EXPECT_EQ(sink_.http[0].path, "/a");
+  EXPECT_EQ(sink_.http[0].status, 200);
+  EXPECT_EQ(sink_.http[1].path, "/b");
+  EXPECT_EQ(sink_.http[1].status, 404);
+  EXPECT_EQ(sink_.http[2].path, "/c");
+  EXPECT_EQ(sink_.http[2].status, 200);
+}
+
+TEST_F(TrackerTest, UncapturedBodyBytesAreSkippedAndCounted) {
+  auto flow = makeFlow(4, APIWARDEN_ROLE_CLIENT);
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+  std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n";
+  segment(flow, APIWARDEN_DIR_INGRESS, head + std::string(16384 - head.size(), 'x'), 2, 50000 - (16384 - head.size()));
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n", 3);
+  segment(flow, APIWARDEN_DIR_INGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4);
+  ASSERT_EQ(sink_.http.size(), 2u);
+  EXPECT_EQ(sink_.http[0].response_bytes, head.size() + 50000);
+  EXPECT_EQ(sink_.http[1].path, "/next");
+  EXPECT_EQ(sink_.http[1].status, 200);
+}
+
+TEST_F(TrackerTest, CloseWritesUnansweredRequestsAndTheConnectionRecord) {
+  auto flow = makeFlow(5, APIWARDEN_ROLE_CLIENT);
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+  segment(flow, APIWARDEN_DIR_INGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2);
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /hang HTTP/1.1\r\nHost: h\r\n\r\n", 3);
+  close(flow, 123, 456);
+  ASSERT_EQ(sink_.http.size(), 2u);
+  EXPECT_EQ(sink_.http[1].path, "/hang");
+  EXPECT_FALSE(sink_.http[1].status.has_value());
+  EXPECT_EQ(tracker_.stats().unanswered_requests, 1u);
+  ASSERT_EQ(sink_.connections.size(), 1u);
+  const auto& c = sink_.connections[0];
+  EXPECT_EQ(c.bytes_sent, 123u);
+  EXPECT_EQ(c.bytes_received, 456u);
+  EXPECT_EQ(c.duration_us, 5000u);
+  EXPECT_EQ(c.http_requests, 2u);
+  EXPECT_EQ(tracker_.size(), 0u);
+}
+
+TEST_F(TrackerTest, ResponseDelimitedByCloseCompletesOnClose) {
+  auto flow = makeFlow(6, APIWARDEN_ROLE_CLIENT);
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /stream HTTP/1.0\r\n\r\n", 1);
+  segment(flow, APIWARDEN_DIR_INGRESS, "HTTP/1.0 200 OK\r\n\r\nall of it", 2);
+  EXPECT_TRUE(sink_.http.empty());
+  close(flow, 0, 0);
+  ASSERT_EQ(sink_.http.size(), 1u);
+  EXPECT_EQ(sink_.http[0].status, 200);
+  EXPECT_EQ(sink_.http[0].version, "1.0");
+  EXPECT_EQ(sink_.http[0].response_bytes, std::string("HTTP/1.0 200 OK\r\n\r\nall of it").size());
+}
+
+TEST_F(TrackerTest, UnknownRoleIsInferredFromTheFirstPayload) {
+  auto flow = makeFlow(7, APIWARDEN_ROLE_UNKNOWN);  // predates the agent
+  segment(flow, APIWARDEN_DIR_INGRESS, "GET /late HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+  segment(flow, APIWARDEN_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2);
+  ASSERT_EQ(sink_.http.size(), 1u);
+  EXPECT_EQ(sink_.http[0].direction, records::Direction::kServer);
+}
+
+TEST_F(TrackerTest, CloseOfAConnectionNeverSeenStillGivesItsRecord) {
+  close(makeFlow(8, APIWARDEN_ROLE_SERVER), 10, 20);
+  ASSERT_EQ(sink_.connections.size(), 1u);
+  EXPECT_EQ(sink_.connections[0].direction, records::Direction::kServer);
+  EXPECT_EQ(sink_.connections[0].bytes_received, 20u);
+}
+
+TEST_F(TrackerTest, IdleConnectionsAreSwept) {
+  segment(makeFlow(9, APIWARDEN_ROLE_CLIENT), APIWARDEN_DIR_EGRESS, "GET / HTTP/1.1\r\n\r\n", 1);
+  EXPECT_EQ(tracker_.size(), 1u);
+  tracker_.sweep(1 + 601'000'000'000ULL);
+  EXPECT_EQ(tracker_.size(), 0u);
+  EXPECT_EQ(tracker_.stats().idle_evicted, 1u);
+}
+
+}  // namespace
+}  // namespace apiwarden::flows
