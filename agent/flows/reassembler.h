@@ -50,14 +50,20 @@ class StreamReassembler {
     std::vector<uint8_t> captured;
   };
 
-  void deliver(uint32_t seq, uint32_t payload_len, std::span<const uint8_t> captured, StreamSink& sink);
+  // Delivers or holds a segment that starts at stream offset `start`.
+  void place(uint64_t start, uint32_t payload_len, std::span<const uint8_t> captured, StreamSink& sink);
+  void emit(uint32_t payload_len, std::span<const uint8_t> captured, StreamSink& sink);
+  void gap(uint64_t bytes, StreamSink& sink);
   void drainPending(StreamSink& sink);
+  // Gives up on the hole before the earliest pending segment.
+  void skipToPending(StreamSink& sink);
 
   ReassemblerLimits limits_;
   ReassemblerStats stats_;
-  std::optional<uint32_t> next_seq_;
-  std::map<uint32_t, Segment> pending_;  // keyed by offset from next_seq_ at insertion... see .cpp
-  uint64_t pending_bytes_ = 0;
+  std::optional<uint32_t> next_seq_;  // TCP sequence number of the next byte to deliver
+  uint64_t next_offset_ = 0;           // the same position as a 64-bit stream offset (no wrap)
+  std::map<uint64_t, Segment> pending_;  // out-of-order segments by stream offset
+  uint64_t pending_bytes_ = 0;           // sum of their payload_len
 };
 
 }  // namespace apiwarden::flows

@@ -23,6 +23,9 @@ struct CgroupResolverStats {
   uint64_t truncated_scans = 0;  // scans stopped at max_entries
 };
 
+// Undoes /proc/self/mountinfo's octal escapes ("\\040" is a space).
+std::string unescapeMountinfo(const std::string& field);
+
 class CgroupResolver {
  public:
   // mount: the cgroup2 mount point. Paths are reported relative to it, with a leading '/'

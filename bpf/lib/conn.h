@@ -46,8 +46,35 @@ static __always_inline void conn__flow(struct bpf_sock_ops *skops, struct bpf_so
 	}
 }
 
+/*
+ * tcp_sock's bytes_acked and bytes_received count sequence space: the SYN and an acknowledged FIN
+ * (sent), and a FIN (received), each take one. The records promise payload bytes, so take them out.
+ */
+static __always_inline void conn__payload_bytes(struct bpf_sock_ops *skops, const struct apiwarden_sock_state *state,
+						__u64 *sent, __u64 *received)
+{
+	__u64 syn = state && state->established_ns ? state->bytes_acked0 : 1;
+	__u64 fin_acked = state && state->fin_sent && skops->snd_una == state->fin_seq + 1;
+	__u64 fin_received = state && state->fin_received;
+
+	*sent = skops->bytes_acked > syn + fin_acked ? skops->bytes_acked - syn - fin_acked : 0;
+	*received = skops->bytes_received > fin_received ? skops->bytes_received - fin_received : 0;
+}
+
+/* Called by the packet programs for every FIN, so close can account for it. */
+static __always_inline void conn__note_fin(struct apiwarden_sock_state *state, __u32 seq, __u32 payload_len,
+					   __u8 direction)
+{
+	if (direction == APIWARDEN_DIR_EGRESS) {
+		state->fin_seq = seq + payload_len;
+		state->fin_sent = 1;
+	} else {
+		state->fin_received = 1;
+	}
+}
+
 static __always_inline void conn__submit(struct bpf_sock_ops *skops, struct bpf_sock *sk, __u16 type,
-					 __u8 role, __u64 established_ns)
+					 __u8 role, const struct apiwarden_sock_state *state)
 {
 	struct apiwarden_conn_event *ev = bpf_ringbuf_reserve(&apiwarden_events, sizeof(*ev), 0);
 
@@ -57,9 +84,8 @@ static __always_inline void conn__submit(struct bpf_sock_ops *skops, struct bpf_
 	}
 	events__header(&ev->hdr, type, sizeof(*ev));
 	conn__flow(skops, sk, &ev->flow, role);
-	ev->bytes_sent = skops->bytes_acked;
-	ev->bytes_received = skops->bytes_received;
-	ev->duration_ns = established_ns ? ev->hdr.ts_ns - established_ns : 0;
+	conn__payload_bytes(skops, state, &ev->bytes_sent, &ev->bytes_received);
+	ev->duration_ns = state && state->established_ns ? ev->hdr.ts_ns - state->established_ns : 0;
 	ev->srtt_us = skops->srtt_us >> 3; /* the kernel keeps it scaled by 8 */
 	ev->total_retrans = skops->total_retrans;
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
@@ -79,9 +105,10 @@ static __always_inline void conn__established(struct bpf_sock_ops *skops, __u8 r
 	} else {
 		state->role = role;
 		state->established_ns = bpf_ktime_get_ns();
+		state->bytes_acked0 = skops->bytes_acked;
 	}
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-	conn__submit(skops, sk, APIWARDEN_RECORD_CONN_OPEN, role, 0);
+	conn__submit(skops, sk, APIWARDEN_RECORD_CONN_OPEN, role, NULL);
 }
 
 static __always_inline void conn__closed(struct bpf_sock_ops *skops)
@@ -92,10 +119,7 @@ static __always_inline void conn__closed(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	state = bpf_sk_storage_get(&apiwarden_sock_states, sk, 0, 0);
-	if (state)
-		conn__submit(skops, sk, APIWARDEN_RECORD_CONN_CLOSE, state->role, state->established_ns);
-	else
-		conn__submit(skops, sk, APIWARDEN_RECORD_CONN_CLOSE, APIWARDEN_ROLE_UNKNOWN, 0);
+	conn__submit(skops, sk, APIWARDEN_RECORD_CONN_CLOSE, state ? state->role : APIWARDEN_ROLE_UNKNOWN, state);
 }
 
 #endif

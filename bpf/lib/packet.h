@@ -14,6 +14,7 @@ struct packet_info {
 	__u32 seq;
 	__u32 payload_off;
 	__u32 payload_len;
+	__u8 fin;       /* the FIN flag */
 };
 
 static __always_inline void addr__set_v4_mapped(__u8 out[16], __be32 v4)
@@ -69,6 +70,7 @@ static __always_inline enum packet_verdict packet__parse(struct __sk_buff *skb, 
 	pi->sport = bpf_ntohs(tcp.source);
 	pi->dport = bpf_ntohs(tcp.dest);
 	pi->seq = bpf_ntohl(tcp.seq);
+	pi->fin = tcp.fin;
 	pi->payload_off = l4_off + tcp.doff * 4;
 	pi->payload_len = skb->len > pi->payload_off ? skb->len - pi->payload_off : 0;
 	return PACKET_TCP;

@@ -12,11 +12,15 @@ enum apiwarden_proto {
 
 struct apiwarden_sock_state {
 	__u64 established_ns; /* 0 when the connection predates the agent */
+	__u64 bytes_acked0;   /* tcp_sock bytes_acked at establishment: the SYN's sequence number */
+	__u32 fin_seq;        /* sequence number of the FIN this socket sent */
 	__u8 role;            /* enum apiwarden_role */
 	__u8 proto;           /* enum apiwarden_proto */
 	__u8 probes_used;     /* payload segments examined while still unclassified */
 	__u8 tls_used[2];     /* TLS payload segments copied, per enum apiwarden_direction */
-	__u8 pad[3];
+	__u8 fin_sent;        /* a FIN left this socket (fin_seq is valid) */
+	__u8 fin_received;    /* a FIN arrived for this socket */
+	__u8 pad[5];
 };
 
 #endif

@@ -4,7 +4,7 @@
  * socket in the monitored cgroup subtree. Observe-only: always passes the packet.
  */
 #include "../lib/classify.h"
-#include "../lib/events.h"
+#include "../lib/conn.h"
 
 static __always_inline int capture(struct __sk_buff *skb, __u8 direction)
 {
@@ -21,14 +21,18 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 direction)
 	default:
 		return SK_PASS;
 	}
-	if (pi.payload_len == 0)
-		return SK_PASS;
-
 	sk = skb->sk;
 	if (!sk)
 		return SK_PASS;
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
+		return SK_PASS;
+	if (pi.fin) {
+		state = bpf_sk_storage_get(&apiwarden_sock_states, sk, 0, 0);
+		if (state)
+			conn__note_fin(state, pi.seq, pi.payload_len, direction);
+	}
+	if (pi.payload_len == 0)
 		return SK_PASS;
 
 	state = bpf_sk_storage_get(&apiwarden_sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -100,8 +100,8 @@ class Cgroup:
 class Agent:
     """The real apiwarden-agent, monitoring one cgroup subtree, writing records to a file."""
 
-    def __init__(self, workdir, cgroup_root, extra_args=()):
-        self.records_path = os.path.join(workdir, "records.jsonl")
+    def __init__(self, workdir, cgroup_root, extra_args=(), records_path=None):
+        self.records_path = records_path or os.path.join(workdir, "records.jsonl")
         self.log_path = os.path.join(workdir, "agent.log")
         self.metrics_port = free_port()
         self.log = open(self.log_path, "wb")

@@ -41,10 +41,10 @@ print(sent, received)
 """
 
 NODE_CLIENT = r"""
-const port = process.argv[2];
+const port = process.argv[1];
 (async () => {
   const r = await fetch(`http://127.0.0.1:${port}/created`, {method: "POST", body: "x".repeat(100),
-                        headers: {"X-API-Key": process.argv[3]}});
+                        headers: {"X-API-Key": process.argv[2]}});
   await r.text();
   if (r.status !== 201) process.exit(1);
 })();
@@ -93,7 +93,7 @@ class CaptureTest(IntegrationTest):
     def test_header_block_over_6k_in_several_segments(self):
         self.start_nginx(self.server, self.port)
         agent = self.start_agent()
-        token = "eyJhbGciOiJIUzI1NiJ9." + "A" * 6000 + ".sig"
+        token = "eyJhbGciOiJIUzI1NiJ9." + "A" * 6300 + ".sig"
         request = (f"GET /api/big?x=1 HTTP/1.1\r\nHost: big.test\r\nAuthorization: Bearer {token}\r\n"
                    "User-Agent: raw\r\nConnection: close\r\n\r\n").encode()
         self.assertGreater(len(request), 6144)

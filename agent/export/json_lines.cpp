@@ -1,0 +1,172 @@
+#include "agent/export/json_lines.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <ctime>
+
+namespace apiwarden::records {
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one.
+size_t utf8Length(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = byte(i);
+  size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  }
+  if (n == 3 && ((c == 0xE0 && byte(i + 1) < 0xA0) || (c == 0xED && byte(i + 1) >= 0xA0))) return 0;
+  if (n == 4 && ((c == 0xF0 && byte(i + 1) < 0x90) || (c == 0xF4 && byte(i + 1) >= 0x90))) return 0;
+  return n;
+}
+
+// Appends s as a JSON string: escapes quotes, backslashes and controls; invalid UTF-8 -> U+FFFD.
+void appendString(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+    } else if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+    } else if (size_t n = utf8Length(s, i); n > 0) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    } else {
+      out.append("\\ufffd");
+    }
+    ++i;
+  }
+  out.push_back('"');
+}
+
+void appendKey(std::string& out, std::string_view key) {
+  out.push_back('"');
+  out.append(key);
+  out.append("\":");
+}
+
+void appendEndpoint(std::string& out, std::string_view key, const Endpoint& e) {
+  appendKey(out, key);
+  out.append("{\"ip\":");
+  appendString(out, e.ip);
+  fmt::format_to(std::back_inserter(out), ",\"port\":{}}}", e.port);
+}
+
+// ts, type, direction, workload, local, remote: what every record starts with.
+void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, Direction direction,
+                  const Workload& workload, const Endpoint& local, const Endpoint& remote) {
+  out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
+  out.append("\",\"direction\":\"").append(direction == Direction::kServer ? "server" : "client");
+  fmt::format_to(std::back_inserter(out), "\",\"workload\":{{\"cgroup_id\":{}", workload.cgroup_id);
+  if (workload.cgroup_path) {
+    out.append(",\"cgroup_path\":");
+    appendString(out, *workload.cgroup_path);
+  }
+  out.append("},");
+  appendEndpoint(out, "local", local);
+  out.push_back(',');
+  appendEndpoint(out, "remote", remote);
+}
+
+void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
+  if (!tls) return;
+  out.append(",\"tls\":{");
+  bool first = true;
+  for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"sni", &tls->sni},
+                            {"version", &tls->version},
+                            {"alpn", &tls->alpn}}) {
+    if (value->empty()) continue;
+    if (!first) out.push_back(',');
+    first = false;
+    appendKey(out, key);
+    appendString(out, *value);
+  }
+  out.push_back('}');
+}
+
+}  // namespace
+
+std::string formatTimestamp(uint64_t realtime_ns) {
+  time_t seconds = static_cast<time_t>(realtime_ns / 1'000'000'000ULL);
+  tm utc{};
+  gmtime_r(&seconds, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
+                     utc.tm_hour, utc.tm_min, utc.tm_sec, (realtime_ns % 1'000'000'000ULL) / 1000);
+}
+
+std::string toJson(const HttpRecord& r) {
+  std::string out;
+  out.reserve(512);
+  appendCommon(out, r.ts_ns, "http", r.direction, r.workload, r.local, r.remote);
+  out.append(",\"http\":{\"method\":");
+  appendString(out, r.method);
+  out.append(",\"path\":");
+  appendString(out, r.path);
+  if (!r.host.empty()) {
+    out.append(",\"host\":");
+    appendString(out, r.host);
+  }
+  if (r.status) fmt::format_to(std::back_inserter(out), ",\"status\":{}", *r.status);
+  out.append(",\"version\":");
+  appendString(out, r.version);
+  fmt::format_to(std::back_inserter(out), ",\"latency_us\":{},\"request_bytes\":{},\"response_bytes\":{}}}",
+                 r.latency_us, r.request_bytes, r.response_bytes);
+  out.append(",\"credential\":{\"scheme\":\"").append(http::toString(r.credential_scheme)).append("\"}");
+  appendTls(out, r.tls);
+  out.push_back('}');
+  return out;
+}
+
+std::string toJson(const ConnectionRecord& r) {
+  std::string out;
+  out.reserve(384);
+  appendCommon(out, r.ts_ns, "connection", r.direction, r.workload, r.local, r.remote);
+  fmt::format_to(std::back_inserter(out),
+                 ",\"bytes_sent\":{},\"bytes_received\":{},\"duration_us\":{},\"srtt_us\":{},\"retransmits\":{},"
+                 "\"http_requests\":{}",
+                 r.bytes_sent, r.bytes_received, r.duration_us, r.srtt_us, r.retransmits, r.http_requests);
+  appendTls(out, r.tls);
+  out.push_back('}');
+  return out;
+}
+
+Result<std::unique_ptr<JsonLinesWriter>> JsonLinesWriter::open(const std::string& path) {
+  if (path == "-") return std::unique_ptr<JsonLinesWriter>(new JsonLinesWriter(stdout, false));
+  FILE* file = std::fopen(path.c_str(), "ae");
+  if (!file) return fail(errno, "opening " + path);
+  std::setvbuf(file, nullptr, _IOFBF, 1 << 20);
+  return std::unique_ptr<JsonLinesWriter>(new JsonLinesWriter(file, true));
+}
+
+JsonLinesWriter::~JsonLinesWriter() {
+  flush();
+  if (owned_) std::fclose(file_);
+}
+
+void JsonLinesWriter::writeLine(const std::string& line) {
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fputc('\n', file_) == EOF) {
+    ++write_errors_;
+    std::clearerr(file_);
+    return;
+  }
+  ++written_;
+}
+
+void JsonLinesWriter::write(const HttpRecord& record) { writeLine(toJson(record)); }
+void JsonLinesWriter::write(const ConnectionRecord& record) { writeLine(toJson(record)); }
+
+void JsonLinesWriter::flush() {
+  if (std::fflush(file_) != 0) {
+    ++write_errors_;
+    std::clearerr(file_);
+  }
+}
+
+}  // namespace apiwarden::records
