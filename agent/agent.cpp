@@ -129,12 +129,13 @@ Result<void> runAgent(const AgentOptions& options) {
     io.stop();
   });
 
-  asio::steady_timer drain_timer(io), stats_timer(io);
+  asio::steady_timer drain_timer(io), flush_timer(io), stats_timer(io);
   every(drain_timer, std::chrono::microseconds(options.drain_interval_us), [&] {
     int consumed = ring_buffer__consume(pipeline.ring);
     if (consumed < 0) log->warn("ring buffer consume failed: {}", consumed);
-    if (consumed > 0) pipeline.sink->flush();
   });
+  // Records reach the file within flush_interval_ms, without a write per drain.
+  every(flush_timer, std::chrono::milliseconds(options.flush_interval_ms), [&] { pipeline.sink->flush(); });
   every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
     pipeline.tracker->sweep(pipeline.clock.monotonicNs());
     pipeline.metrics.update(pipeline.snapshot());

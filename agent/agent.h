@@ -15,7 +15,8 @@ struct AgentOptions {
   std::string cgroup_root;          // monitored cgroup v2 directory; empty: the whole hierarchy
   std::string metrics_listen;       // "host:port"; empty: no endpoint
   uint32_t ringbuf_mib = 32;
-  uint32_t drain_interval_us = 500;
+  uint32_t drain_interval_us = 1000;
+  uint32_t flush_interval_ms = 50;
   uint32_t stats_interval_ms = 1000;
 };
 

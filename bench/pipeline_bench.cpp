@@ -1,6 +1,7 @@
 // Events/s the agent's pipeline ingests (decode -> reassembly -> HTTP parse -> pairing -> JSON
-// Lines) vs a raw drain that only copies each record out, over the same keep-alive traffic.
-// Prints the ratio last.
+// Lines) vs a raw copy-out of the same records (what a drain that does nothing costs), over the
+// same keep-alive traffic. Prints the headroom over the 50,000 req/s target last; the real
+// kernel-to-agent zero-loss figure comes from bench/ingest.py.
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
 #include "agent/flows/connection_tracker.h"
@@ -94,6 +95,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const auto& run : runs) {
+      bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
+      if (!single && run.aggregate_name != "median") continue;
       auto it = run.counters.find("items_per_second");
       if (it == run.counters.end()) continue;
       (run.benchmark_name().find("Pipeline") != std::string::npos ? pipeline_ : raw_) = it->second.value;
@@ -108,8 +111,10 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  std::printf("pipeline %.0f events/s, raw drain %.0f events/s\n", reporter.pipeline_, reporter.raw_);
-  std::printf("pipeline/raw-drain ratio: %.3f (50,000 req/s needs 100,000 events/s per monitored side)\n",
-              reporter.raw_ > 0 ? reporter.pipeline_ / reporter.raw_ : 0.0);
+  // 50,000 req/s on one monitored side is 100,000 payload events/s (request + response).
+  constexpr double kNeeded = 100'000;
+  std::printf("pipeline %.0f events/s on one core; raw copy-out %.0f events/s; pipeline/raw %.4f\n",
+              reporter.pipeline_, reporter.raw_, reporter.raw_ > 0 ? reporter.pipeline_ / reporter.raw_ : 0.0);
+  std::printf("pipeline headroom over 50,000 req/s (100,000 events/s): %.1fx\n", reporter.pipeline_ / kNeeded);
   return 0;
 }

@@ -22,16 +22,31 @@ size_t utf8Length(std::string_view s, size_t i) {
   return n;
 }
 
+void appendUint(std::string& out, uint64_t value) {
+  fmt::format_int text(value);
+  out.append(text.data(), text.size());
+}
+
+bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
 // Appends s as a JSON string: escapes quotes, backslashes and controls; invalid UTF-8 -> U+FFFD.
 void appendString(std::string& out, std::string_view s) {
   out.push_back('"');
   for (size_t i = 0; i < s.size();) {
+    size_t run = i;
+    while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
+    out.append(s.data() + i, run - i);  // the common case: one bulk append
+    if (run == s.size()) break;
+    i = run;
     unsigned char c = static_cast<unsigned char>(s[i]);
     if (c == '"' || c == '\\') {
       out.push_back('\\');
       out.push_back(static_cast<char>(c));
     } else if (c < 0x20) {
-      fmt::format_to(std::back_inserter(out), "\\u{:04x}", c);
+      static constexpr char kHex[] = "0123456789abcdef";
+      out.append("\\u00");
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
     } else if (c < 0x80) {
       out.push_back(static_cast<char>(c));
     } else if (size_t n = utf8Length(s, i); n > 0) {
@@ -56,23 +71,26 @@ void appendEndpoint(std::string& out, std::string_view key, const Endpoint& e) {
   appendKey(out, key);
   out.append("{\"ip\":");
   appendString(out, e.ip);
-  fmt::format_to(std::back_inserter(out), ",\"port\":{}}}", e.port);
+  out.append(",\"port\":");
+  appendUint(out, e.port);
+  out.push_back('}');
 }
 
 // ts, type, direction, workload, local, remote: what every record starts with.
-void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, Direction direction,
-                  const Workload& workload, const Endpoint& local, const Endpoint& remote) {
+void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
+  const Workload& workload = flow.workload;
   out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
-  out.append("\",\"direction\":\"").append(direction == Direction::kServer ? "server" : "client");
-  fmt::format_to(std::back_inserter(out), "\",\"workload\":{{\"cgroup_id\":{}", workload.cgroup_id);
+  out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
+  out.append("\",\"workload\":{\"cgroup_id\":");
+  appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) {
     out.append(",\"cgroup_path\":");
     appendString(out, *workload.cgroup_path);
   }
   out.append("},");
-  appendEndpoint(out, "local", local);
+  appendEndpoint(out, "local", flow.local);
   out.push_back(',');
-  appendEndpoint(out, "remote", remote);
+  appendEndpoint(out, "remote", flow.remote);
 }
 
 void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
@@ -94,17 +112,30 @@ void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
 }  // namespace
 
 std::string formatTimestamp(uint64_t realtime_ns) {
+  // Records arrive in bursts within one second: format the date and time once per second.
+  thread_local time_t cached_second = -1;
+  thread_local char prefix[64];
   time_t seconds = static_cast<time_t>(realtime_ns / 1'000'000'000ULL);
-  tm utc{};
-  gmtime_r(&seconds, &utc);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
-                     utc.tm_hour, utc.tm_min, utc.tm_sec, (realtime_ns % 1'000'000'000ULL) / 1000);
+  if (seconds != cached_second) {
+    tm utc{};
+    gmtime_r(&seconds, &utc);
+    std::snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d.", utc.tm_year + 1900, utc.tm_mon + 1,
+                  utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    cached_second = seconds;
+  }
+  char micros[8];
+  uint32_t us = static_cast<uint32_t>((realtime_ns % 1'000'000'000ULL) / 1000);
+  for (int i = 5; i >= 0; --i, us /= 10) micros[i] = static_cast<char>('0' + us % 10);
+  micros[6] = 'Z';
+  std::string out(prefix);
+  out.append(micros, 7);
+  return out;
 }
 
 std::string toJson(const HttpRecord& r) {
   std::string out;
   out.reserve(512);
-  appendCommon(out, r.ts_ns, "http", r.direction, r.workload, r.local, r.remote);
+  appendCommon(out, r.ts_ns, "http", *r.flow);
   out.append(",\"http\":{\"method\":");
   appendString(out, r.method);
   out.append(",\"path\":");
@@ -113,13 +144,21 @@ std::string toJson(const HttpRecord& r) {
     out.append(",\"host\":");
     appendString(out, r.host);
   }
-  if (r.status) fmt::format_to(std::back_inserter(out), ",\"status\":{}", *r.status);
+  if (r.status) {
+    out.append(",\"status\":");
+    appendUint(out, *r.status);
+  }
   out.append(",\"version\":");
   appendString(out, r.version);
-  fmt::format_to(std::back_inserter(out), ",\"latency_us\":{},\"request_bytes\":{},\"response_bytes\":{}}}",
-                 r.latency_us, r.request_bytes, r.response_bytes);
+  out.append(",\"latency_us\":");
+  appendUint(out, r.latency_us);
+  out.append(",\"request_bytes\":");
+  appendUint(out, r.request_bytes);
+  out.append(",\"response_bytes\":");
+  appendUint(out, r.response_bytes);
+  out.push_back('}');
   out.append(",\"credential\":{\"scheme\":\"").append(http::toString(r.credential_scheme)).append("\"}");
-  appendTls(out, r.tls);
+  appendTls(out, r.flow->tls);
   out.push_back('}');
   return out;
 }
@@ -127,12 +166,17 @@ std::string toJson(const HttpRecord& r) {
 std::string toJson(const ConnectionRecord& r) {
   std::string out;
   out.reserve(384);
-  appendCommon(out, r.ts_ns, "connection", r.direction, r.workload, r.local, r.remote);
-  fmt::format_to(std::back_inserter(out),
-                 ",\"bytes_sent\":{},\"bytes_received\":{},\"duration_us\":{},\"srtt_us\":{},\"retransmits\":{},"
-                 "\"http_requests\":{}",
-                 r.bytes_sent, r.bytes_received, r.duration_us, r.srtt_us, r.retransmits, r.http_requests);
-  appendTls(out, r.tls);
+  appendCommon(out, r.ts_ns, "connection", *r.flow);
+  for (auto [key, value] : {std::pair<std::string_view, uint64_t>{"bytes_sent", r.bytes_sent},
+                            {"bytes_received", r.bytes_received},
+                            {"duration_us", r.duration_us},
+                            {"srtt_us", r.srtt_us},
+                            {"retransmits", r.retransmits},
+                            {"http_requests", r.http_requests}}) {
+    out.append(",\"").append(key).append("\":");
+    appendUint(out, value);
+  }
+  appendTls(out, r.flow->tls);
   out.push_back('}');
   return out;
 }

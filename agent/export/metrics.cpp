@@ -13,27 +13,30 @@ using prometheus::BuildGauge;
 constexpr std::array<std::string_view, 9> kMethods = {"GET",    "POST",    "PUT",     "DELETE", "PATCH",
                                                       "HEAD",   "OPTIONS", "CONNECT", "TRACE"};
 
-std::string_view boundedMethod(std::string_view method) {
-  for (auto known : kMethods) {
-    if (method == known) return known;
+constexpr std::array<std::string_view, 6> kStatusClasses = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+constexpr size_t kMethodSlots = kMethods.size() + 1;  // + OTHER
+constexpr size_t kStatusSlots = 6;                     // none, 1xx .. 5xx
+
+size_t methodSlot(std::string_view method) {
+  for (size_t i = 0; i < kMethods.size(); ++i) {
+    if (method == kMethods[i]) return i;
   }
-  return "OTHER";
+  return kMethods.size();
 }
 
-std::string_view statusClass(const std::optional<uint16_t>& status) {
-  static constexpr std::array<std::string_view, 6> kClasses = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
-  if (!status || *status < 100 || *status > 599) return kClasses[0];
-  return kClasses[*status / 100];
-}
-
-std::string_view directionName(records::Direction direction) {
-  return direction == records::Direction::kServer ? "server" : "client";
+size_t statusSlot(const std::optional<uint16_t>& status) {
+  if (!status || *status < 100 || *status > 599) return 0;
+  return *status / 100;
 }
 
 }  // namespace
 
-struct AgentMetrics::RequestSeries {
-  prometheus::Counter* requests;
+struct AgentMetrics::WorkloadSeries {
+  std::string workload;
+  std::string_view direction;
+  bool overflow = false;  // counted under workload="other"
+  std::array<std::array<prometheus::Counter*, kStatusSlots>, kMethodSlots> requests{};
 };
 
 AgentMetrics::AgentMetrics(size_t max_workloads)
@@ -165,32 +168,36 @@ void AgentMetrics::update(const PipelineSnapshot& s) {
   connections_tracked_->Set(static_cast<double>(s.connections_tracked));
 }
 
-AgentMetrics::RequestSeries& AgentMetrics::seriesFor(const records::HttpRecord& record) {
-  std::string workload = record.workload.cgroup_path.value_or("unknown");
-  if (!workloads_.contains(workload)) {
+AgentMetrics::WorkloadSeries& AgentMetrics::seriesFor(const records::FlowInfo& flow) {
+  bool server = flow.direction == records::Direction::kServer;
+  auto& slot = series_[flow.workload.cgroup_id << 1 | (server ? 1 : 0)];
+  if (slot) return *slot;
+  slot = std::make_unique<WorkloadSeries>();
+  slot->direction = server ? "server" : "client";
+  slot->workload = flow.workload.cgroup_path.value_or("unknown");
+  if (!workloads_.contains(slot->workload)) {
     if (workloads_.size() >= max_workloads_) {
-      workload_overflow_->Increment();
-      workload = "other";
+      slot->workload = "other";
+      slot->overflow = true;
     } else {
-      workloads_.insert(workload);
+      workloads_.insert(slot->workload);
     }
-  }
-  std::string_view method = boundedMethod(record.method);
-  std::string_view status = statusClass(record.status);
-  std::string_view direction = directionName(record.direction);
-  std::string key = workload;
-  key.append("\x1f").append(direction).append("\x1f").append(method).append("\x1f").append(status);
-  auto& slot = series_[key];
-  if (!slot) {
-    slot = std::make_unique<RequestSeries>();
-    slot->requests = &requests_->Add({{"workload", workload},
-                                      {"direction", std::string(direction)},
-                                      {"method", std::string(method)},
-                                      {"status_class", std::string(status)}});
   }
   return *slot;
 }
 
-void AgentMetrics::countRequest(const records::HttpRecord& record) { seriesFor(record).requests->Increment(); }
+void AgentMetrics::countRequest(const records::HttpRecord& record) {
+  WorkloadSeries& series = seriesFor(*record.flow);
+  size_t method = methodSlot(record.method), status = statusSlot(record.status);
+  prometheus::Counter*& counter = series.requests[method][status];
+  if (!counter) {
+    counter = &requests_->Add({{"workload", series.workload},
+                               {"direction", std::string(series.direction)},
+                               {"method", std::string(method < kMethods.size() ? kMethods[method] : "OTHER")},
+                               {"status_class", std::string(kStatusClasses[status])}});
+  }
+  counter->Increment();
+  if (series.overflow) workload_overflow_->Increment();
+}
 
 }  // namespace apiwarden::metrics

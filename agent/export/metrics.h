@@ -65,8 +65,9 @@ class AgentMetrics {
   void countRequest(const records::HttpRecord& record);
 
  private:
-  struct RequestSeries;
-  RequestSeries& seriesFor(const records::HttpRecord& record);
+  // The request counters of one workload in one direction, added to the family on first use.
+  struct WorkloadSeries;
+  WorkloadSeries& seriesFor(const records::FlowInfo& flow);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
@@ -75,8 +76,8 @@ class AgentMetrics {
   prometheus::Gauge* connections_tracked_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Counter* workload_overflow_ = nullptr;
-  std::unordered_map<std::string, std::unique_ptr<RequestSeries>> series_;
-  std::unordered_set<std::string> workloads_;
+  std::unordered_map<uint64_t, std::unique_ptr<WorkloadSeries>> series_;  // (cgroup id, direction)
+  std::unordered_set<std::string> workloads_;  // distinct workload label values, at most max_workloads_
 };
 
 // Forwards records to another sink and counts HTTP exchanges in the metrics.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace apiwarden::records {
 
@@ -28,37 +29,39 @@ struct TlsInfo {
   std::string alpn;     // first offered protocol, empty if none
 };
 
-struct HttpRecord {
-  uint64_t ts_ns = 0;  // wall clock of the request's first byte
+// Who and where: the same for every record of one connection, so records point to it.
+struct FlowInfo {
   Direction direction = Direction::kClient;
   Workload workload;
   Endpoint local;
   Endpoint remote;
+  std::optional<TlsInfo> tls;
+};
+
+// Records are handed to sinks by reference and valid only during RecordSink::write().
+struct HttpRecord {
+  const FlowInfo* flow = nullptr;
+  uint64_t ts_ns = 0;  // wall clock of the request's first byte
   std::string method;
   std::string path;  // target as sent, query string included
   std::string host;  // empty: absent
   std::optional<uint16_t> status;  // absent when no response was seen
-  std::string version;             // "1.0" or "1.1"
+  std::string_view version;        // "1.0" or "1.1"
   uint64_t latency_us = 0;         // request's first byte -> response's first byte, at this socket
   uint64_t request_bytes = 0;      // head + body as sent
   uint64_t response_bytes = 0;
   http::CredentialScheme credential_scheme = http::CredentialScheme::kNone;
-  std::optional<TlsInfo> tls;
 };
 
 struct ConnectionRecord {
+  const FlowInfo* flow = nullptr;
   uint64_t ts_ns = 0;  // wall clock of the close
-  Direction direction = Direction::kClient;
-  Workload workload;
-  Endpoint local;
-  Endpoint remote;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t duration_us = 0;
   uint32_t srtt_us = 0;
   uint32_t retransmits = 0;
   uint64_t http_requests = 0;  // HTTP exchanges seen on this connection
-  std::optional<TlsInfo> tls;
 };
 
 class RecordSink {

@@ -54,15 +54,14 @@ void Connection::Stream::onParseError(http::ParseError error) {
 Connection::Connection(const apiwarden_flow& flow, records::Workload workload, uint64_t now_ns,
                        ConnectionContext& ctx)
     : ctx_(ctx),
-      flow_(flow),
-      workload_(std::move(workload)),
-      local_{formatAddress(flow.local_addr), flow.local_port},
-      remote_{formatAddress(flow.remote_addr), flow.remote_port},
       last_seen_ns_(now_ns),
       requests_(*this, http::Parser::Kind::kRequest),
       responses_(*this, http::Parser::Kind::kResponse) {
+  info_.workload = std::move(workload);
+  info_.local = {formatAddress(flow.local_addr), flow.local_port};
+  info_.remote = {formatAddress(flow.remote_addr), flow.remote_port};
   if (flow.role != APIWARDEN_ROLE_UNKNOWN) {
-    direction_ = flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer : records::Direction::kClient;
+    info_.direction = flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer : records::Direction::kClient;
     role_known_ = true;
   }
 }
@@ -76,7 +75,7 @@ void Connection::decideRole(uint8_t direction, std::span<const uint8_t> data) {
   bool egress = direction == APIWARDEN_DIR_EGRESS;
   bool carries_responses = startsWith(data, "HTTP/");
   bool sender_is_client = carries_responses ? !egress : egress;
-  direction_ = sender_is_client ? records::Direction::kClient : records::Direction::kServer;
+  info_.direction = sender_is_client ? records::Direction::kClient : records::Direction::kServer;
   role_known_ = true;
 }
 
@@ -84,7 +83,7 @@ void Connection::onPayload(const apiwarden_payload_event& event, std::span<const
   last_seen_ns_ = event.hdr.ts_ns;
   if (!role_known_) decideRole(event.direction, data);
   bool egress = event.direction == APIWARDEN_DIR_EGRESS;
-  bool request_stream = egress == (direction_ == records::Direction::kClient);
+  bool request_stream = egress == isClient();
 
   if (mode_ == Mode::kUndecided) {
     if (!request_stream) return;  // wait for the client's first bytes to decide
@@ -115,7 +114,7 @@ void Connection::feedTlsHello(std::span<const uint8_t> data) {
     return;
   }
   ++ctx_.stats.tls_hellos;
-  tls_ = records::TlsInfo{hello->sni, tls::versionName(hello->max_version),
+  info_.tls = records::TlsInfo{hello->sni, tls::versionName(hello->max_version),
                           hello->alpn.empty() ? std::string() : hello->alpn.front()};
 }
 
@@ -171,21 +170,14 @@ void Connection::responseComplete(uint64_t bytes) {
   pending_.pop_front();
 }
 
-void Connection::fillCommon(records::Direction& direction, records::Workload& workload, records::Endpoint& local,
-                            records::Endpoint& remote) const {
-  direction = direction_;
-  workload = workload_;
-  local = local_;
-  remote = remote_;
-}
-
-void Connection::writeHttp(const PendingRequest& request) {
+// The request is consumed: its strings move into the record.
+void Connection::writeHttp(PendingRequest& request) {
   records::HttpRecord record;
-  fillCommon(record.direction, record.workload, record.local, record.remote);
+  record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(request.request_ns);
-  record.method = request.method;
-  record.path = request.target;
-  record.host = request.host;
+  record.method = std::move(request.method);
+  record.path = std::move(request.target);
+  record.host = std::move(request.host);
   record.version = request.version;
   record.status = request.status;
   if (request.status && request.response_ns >= request.request_ns) {
@@ -194,7 +186,6 @@ void Connection::writeHttp(const PendingRequest& request) {
   record.request_bytes = request.request_bytes;
   record.response_bytes = request.response_bytes;
   record.credential_scheme = request.scheme;
-  record.tls = tls_;
   if (!request.status) ++ctx_.stats.unanswered_requests;
   ++ctx_.stats.http_records;
   ++http_requests_;
@@ -208,7 +199,7 @@ void Connection::onClose(const apiwarden_conn_event& event) {
     responses_.reassembler.flush(responses_);
     responses_.parser_.finish();
     requests_.parser_.finish();
-    for (const PendingRequest& request : pending_) writeHttp(request);
+    for (PendingRequest& request : pending_) writeHttp(request);
     pending_.clear();
   }
   for (const Stream* stream : {&requests_, &responses_}) {
@@ -216,12 +207,12 @@ void Connection::onClose(const apiwarden_conn_event& event) {
     ctx_.stats.duplicate_bytes += stream->reassembler.stats().duplicate_bytes;
   }
 
-  records::ConnectionRecord record;
-  fillCommon(record.direction, record.workload, record.local, record.remote);
   if (!role_known_ && event.flow.role != APIWARDEN_ROLE_UNKNOWN) {
-    record.direction = event.flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer
-                                                                 : records::Direction::kClient;
+    info_.direction = event.flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer
+                                                                : records::Direction::kClient;
   }
+  records::ConnectionRecord record;
+  record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(event.hdr.ts_ns);
   record.bytes_sent = event.bytes_sent;
   record.bytes_received = event.bytes_received;
@@ -229,7 +220,6 @@ void Connection::onClose(const apiwarden_conn_event& event) {
   record.srtt_us = event.srtt_us;
   record.retransmits = event.total_retrans;
   record.http_requests = http_requests_;
-  record.tls = tls_;
   ++ctx_.stats.connection_records;
   ctx_.sink.write(record);
 }

@@ -70,7 +70,8 @@ class Connection {
   enum class Mode : uint8_t { kUndecided, kHttp, kTls };
 
   struct PendingRequest {
-    std::string method, target, host, version;
+    std::string method, target, host;
+    std::string_view version;
     http::CredentialScheme scheme = http::CredentialScheme::kNone;
     uint64_t request_ns = 0, response_ns = 0;
     uint64_t request_bytes = 0, response_bytes = 0;
@@ -104,15 +105,11 @@ class Connection {
   void requestComplete(uint64_t bytes);
   void responseComplete(uint64_t bytes);
   void feedTlsHello(std::span<const uint8_t> data);
-  void writeHttp(const PendingRequest& request);
-  void fillCommon(records::Direction& direction, records::Workload& workload, records::Endpoint& local,
-                  records::Endpoint& remote) const;
+  void writeHttp(PendingRequest& request);
+  bool isClient() const { return info_.direction == records::Direction::kClient; }
 
   ConnectionContext& ctx_;
-  apiwarden_flow flow_;
-  records::Workload workload_;
-  records::Endpoint local_, remote_;
-  records::Direction direction_ = records::Direction::kClient;
+  records::FlowInfo info_;
   bool role_known_ = false;
   Mode mode_ = Mode::kUndecided;
   uint64_t last_seen_ns_;
@@ -122,7 +119,6 @@ class Connection {
   std::deque<PendingRequest> pending_;
   bool interim_response_ = false;  // a 1xx is being parsed
   bool orphan_response_ = false;   // a response with no request is being parsed
-  std::optional<records::TlsInfo> tls_;
   std::vector<uint8_t> hello_;
   bool hello_done_ = false;
   uint64_t http_requests_ = 0;

@@ -15,11 +15,19 @@ struct FixedClock final : Clock {
   uint64_t realtimeNs() const override { return 1'700'000'000'000'000'000; }
 };
 
+// Records point to their connection's FlowInfo only during write(): keep a copy of it.
+template <typename Record>
+struct Kept : Record {
+  explicit Kept(const Record& r) : Record(r), info(*r.flow) { this->flow = &info; }
+  Kept(const Kept& other) : Record(other), info(other.info) { this->flow = &info; }
+  records::FlowInfo info;
+};
+
 struct CollectingSink final : records::RecordSink {
-  std::vector<records::HttpRecord> http;
-  std::vector<records::ConnectionRecord> connections;
-  void write(const records::HttpRecord& r) override { http.push_back(r); }
-  void write(const records::ConnectionRecord& r) override { connections.push_back(r); }
+  std::vector<Kept<records::HttpRecord>> http;
+  std::vector<Kept<records::ConnectionRecord>> connections;
+  void write(const records::HttpRecord& r) override { http.emplace_back(r); }
+  void write(const records::ConnectionRecord& r) override { connections.emplace_back(r); }
   void flush() override {}
 };
 
@@ -84,7 +92,7 @@ TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
 
   ASSERT_EQ(sink_.http.size(), 1u);
   const auto& r = sink_.http[0];
-  EXPECT_EQ(r.direction, records::Direction::kClient);
+  EXPECT_EQ(r.flow->direction, records::Direction::kClient);
   EXPECT_EQ(r.method, "GET");
   EXPECT_EQ(r.path, "/v1/users/7?full=1");
   EXPECT_EQ(r.host, "api");
@@ -93,10 +101,10 @@ TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
   EXPECT_EQ(r.request_bytes, request.size());
   EXPECT_EQ(r.response_bytes, response.size());
   EXPECT_EQ(r.credential_scheme, http::CredentialScheme::kBearer);
-  EXPECT_EQ(r.workload.cgroup_id, 77u);
-  EXPECT_EQ(r.workload.cgroup_path, "/demo/client");
-  EXPECT_EQ(r.local.ip, "127.0.0.1");
-  EXPECT_EQ(r.remote.port, 8080);
+  EXPECT_EQ(r.flow->workload.cgroup_id, 77u);
+  EXPECT_EQ(r.flow->workload.cgroup_path, "/demo/client");
+  EXPECT_EQ(r.flow->local.ip, "127.0.0.1");
+  EXPECT_EQ(r.flow->remote.port, 8080);
   EXPECT_EQ(r.ts_ns, wall_.toRealtimeNs(1'000'000));
 }
 
@@ -105,7 +113,7 @@ TEST_F(TrackerTest, ServerSideReadsRequestsFromIngress) {
   segment(flow, APIWARDEN_DIR_INGRESS, "DELETE /items/3 HTTP/1.1\r\nHost: x\r\n\r\n", 10);
   segment(flow, APIWARDEN_DIR_EGRESS, "HTTP/1.1 204 No Content\r\n\r\n", 20);
   ASSERT_EQ(sink_.http.size(), 1u);
-  EXPECT_EQ(sink_.http[0].direction, records::Direction::kServer);
+  EXPECT_EQ(sink_.http[0].flow->direction, records::Direction::kServer);
   EXPECT_EQ(sink_.http[0].method, "DELETE");
   EXPECT_EQ(sink_.http[0].status, 204);
 }
@@ -177,13 +185,13 @@ TEST_F(TrackerTest, UnknownRoleIsInferredFromTheFirstPayload) {
   segment(flow, APIWARDEN_DIR_INGRESS, "GET /late HTTP/1.1\r\nHost: h\r\n\r\n", 1);
   segment(flow, APIWARDEN_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2);
   ASSERT_EQ(sink_.http.size(), 1u);
-  EXPECT_EQ(sink_.http[0].direction, records::Direction::kServer);
+  EXPECT_EQ(sink_.http[0].flow->direction, records::Direction::kServer);
 }
 
 TEST_F(TrackerTest, CloseOfAConnectionNeverSeenStillGivesItsRecord) {
   close(makeFlow(8, APIWARDEN_ROLE_SERVER), 10, 20);
   ASSERT_EQ(sink_.connections.size(), 1u);
-  EXPECT_EQ(sink_.connections[0].direction, records::Direction::kServer);
+  EXPECT_EQ(sink_.connections[0].flow->direction, records::Direction::kServer);
   EXPECT_EQ(sink_.connections[0].bytes_received, 20u);
 }
 

@@ -40,9 +40,16 @@ constexpr size_t kMaxChunkLine = 1024;
 constexpr size_t kResyncProbe = kMaxMethod + 1;
 constexpr uint64_t kMaxContentLength = uint64_t{1} << 62;
 
-bool isTchar(unsigned char c) {
-  return std::isalnum(c) || (c != 0 && std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
-}
+// RFC 9110 token characters.
+constexpr std::array<bool, 256> kTchar = [] {
+  std::array<bool, 256> table{};
+  for (int c = '0'; c <= '9'; ++c) table[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) table[c] = table[c - 'a' + 'A'] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) table[static_cast<unsigned char>(c)] = true;
+  return table;
+}();
+
+bool isTchar(unsigned char c) { return kTchar[c]; }
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
