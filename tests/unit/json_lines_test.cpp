@@ -1,0 +1,133 @@
+// JSON Lines records: exact layout, hostile strings, timestamps, files.
+#include "agent/export/json_lines.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <fstream>
+
+namespace apiwarden::records {
+namespace {
+
+constexpr uint64_t kTs = 1'795'363'200'123'456'789ULL;  // 2026-11-22T16:00:00.123456789Z
+
+FlowInfo flow() {
+  FlowInfo f;
+  f.direction = Direction::kServer;
+  f.workload = {42, "/kubepods.slice/pod-a"};
+  f.local = {"::1", 8080};
+  f.remote = {"127.0.0.1", 51000};
+  return f;
+}
+
+TEST(JsonLines, HttpRecordWithEveryField) {
+  FlowInfo f = flow();
+  f.tls = TlsInfo{"api.test", "TLS1.3", "h2"};
+  HttpRecord r;
+  r.flow = &f;
+  r.ts_ns = kTs;
+  r.method = "GET";
+  r.path = "/users/1?x=y";
+  r.host = "api.test";
+  r.status = 200;
+  r.version = "1.1";
+  r.latency_us = 12;
+  r.request_bytes = 80;
+  r.response_bytes = 900;
+  r.credential_scheme = http::CredentialScheme::kBearer;
+  EXPECT_EQ(toJson(r),
+            R"({"ts":"2026-11-22T16:00:00.123456Z","type":"http","direction":"server",)"
+            R"("workload":{"cgroup_id":42,"cgroup_path":"/kubepods.slice/pod-a"},)"
+            R"("local":{"ip":"::1","port":8080},"remote":{"ip":"127.0.0.1","port":51000},)"
+            R"("http":{"method":"GET","path":"/users/1?x=y","host":"api.test","status":200,"version":"1.1",)"
+            R"("latency_us":12,"request_bytes":80,"response_bytes":900},"credential":{"scheme":"bearer"},)"
+            R"("tls":{"sni":"api.test","version":"TLS1.3","alpn":"h2"}})");
+}
+
+TEST(JsonLines, AbsentValuesAreOmitted) {
+  FlowInfo f = flow();
+  f.workload.cgroup_path.reset();
+  HttpRecord r;
+  r.flow = &f;
+  r.ts_ns = kTs;
+  r.method = "POST";
+  r.path = "/";
+  r.version = "1.0";
+  auto json = nlohmann::json::parse(toJson(r));
+  EXPECT_FALSE(json["workload"].contains("cgroup_path"));
+  EXPECT_FALSE(json["http"].contains("host"));
+  EXPECT_FALSE(json["http"].contains("status"));
+  EXPECT_FALSE(json.contains("tls"));
+  EXPECT_EQ(json["credential"]["scheme"], "none");
+}
+
+TEST(JsonLines, ConnectionRecord) {
+  FlowInfo f = flow();
+  ConnectionRecord r;
+  r.flow = &f;
+  r.ts_ns = kTs;
+  r.bytes_sent = 1;
+  r.bytes_received = 2;
+  r.duration_us = 3;
+  r.srtt_us = 4;
+  r.retransmits = 5;
+  r.http_requests = 6;
+  EXPECT_EQ(toJson(r),
+            R"({"ts":"2026-11-22T16:00:00.123456Z","type":"connection","direction":"server",)"
+            R"("workload":{"cgroup_id":42,"cgroup_path":"/kubepods.slice/pod-a"},)"
+            R"("local":{"ip":"::1","port":8080},"remote":{"ip":"127.0.0.1","port":51000},)"
+            R"("bytes_sent":1,"bytes_received":2,"duration_us":3,"srtt_us":4,"retransmits":5,"http_requests":6})");
+}
+
+TEST(JsonLines, HostileStringsStayValidJson) {
+  FlowInfo f = flow();
+  HttpRecord r;
+  r.flow = &f;
+  r.method = "GET";
+  r.version = "1.1";
+  r.path = std::string("/a\"b\\c\x01\x1f\n") + "\xff\xfe" + "caf\xc3\xa9" + "\xe2\x82";
+  std::string json = toJson(r);
+  EXPECT_NE(json.find(R"("path":"/a\"b\\c\u0001\u001f\u000a\ufffd\ufffdcafé\ufffd\ufffd")"), std::string::npos) << json;
+  EXPECT_TRUE(nlohmann::json::parse(json).is_object());
+}
+
+TEST(JsonLines, Timestamps) {
+  EXPECT_EQ(formatTimestamp(0), "1970-01-01T00:00:00.000000Z");
+  EXPECT_EQ(formatTimestamp(kTs), "2026-11-22T16:00:00.123456Z");
+  EXPECT_EQ(formatTimestamp(kTs + 1'000'000'000ULL), "2026-11-22T16:00:01.123456Z");
+}
+
+TEST(JsonLines, WritesOneParsableLinePerRecord) {
+  std::string path = "/tmp/apiwarden-json-" + std::to_string(getpid()) + ".jsonl";
+  unlink(path.c_str());
+  FlowInfo f = flow();
+  {
+    auto writer = JsonLinesWriter::open(path);
+    ASSERT_TRUE(writer);
+    HttpRecord r;
+    r.flow = &f;
+    r.method = "GET";
+    r.version = "1.1";
+    for (int i = 0; i < 100; ++i) {
+      r.path = "/" + std::to_string(i);
+      (*writer)->write(r);
+    }
+    EXPECT_EQ((*writer)->written(), 100u);
+  }
+  std::ifstream in(path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) EXPECT_EQ(nlohmann::json::parse(line)["http"]["path"], "/" + std::to_string(n++));
+  EXPECT_EQ(n, 100);
+  unlink(path.c_str());
+}
+
+TEST(JsonLines, UnwritablePathIsAnError) {
+  auto writer = JsonLinesWriter::open("/nonexistent-dir/records.jsonl");
+  ASSERT_FALSE(writer);
+  EXPECT_EQ(writer.error().code(), ENOENT);
+}
+
+}  // namespace
+}  // namespace apiwarden::records
