@@ -50,8 +50,8 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; 
 
 # billing: curl with a bearer token, several requests per connection.
 in_cgroup billing bash -c "for i in \$(seq 1 6); do
-  curl -s -o /dev/null -H 'Authorization: Bearer demo-billing-token' \
-    http://127.0.0.1:$PORT/api/invoices/\$i http://127.0.0.1:$PORT/api/invoices/\$((i+100)); sleep 0.5; done"
+  curl -s -H 'Authorization: Bearer demo-billing-token' \
+    http://127.0.0.1:$PORT/api/invoices/\$i http://127.0.0.1:$PORT/api/invoices/\$((i+100)) > /dev/null; sleep 0.5; done"
 # reports: Python urllib with an API key, and a POST.
 in_cgroup reports python3 -c "
 import time, urllib.request
