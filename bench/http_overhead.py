@@ -10,29 +10,13 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-
-
-def wrk(port, seconds, close, cgroup, bench):
-    argv = ["wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/api/x"]
-    if close:
-        argv[1:1] = ["-H", "Connection: close"]
-    out = bench.run_in(argv, cgroup, timeout=seconds + 30).decode()
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(match.group(1))
-
-
-class Bench(harness.IntegrationTest):
-    def runTest(self):
-        pass
+from wrk import run_wrk  # noqa: E402
 
 
 def main():
@@ -41,9 +25,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
 
-    bench = Bench()
-    bench.setUp()
-    try:
+    with harness.workspace() as bench:
         monitored = bench.root.child("monitored")
         server = monitored.child("nginx")
         load = bench.root.child("load")  # outside the monitored subtree
@@ -56,7 +38,7 @@ def main():
                     agent = harness.Agent(tempfile.mkdtemp(dir=bench.workdir), monitored.path,
                                           records_path=os.devnull) if on else None
                     try:
-                        rate = wrk(port, args.seconds, close, load, bench)
+                        _, rate = run_wrk(bench, load, port, args.seconds, close=close)
                     finally:
                         if agent:
                             lost = re.search(r'apiwarden_capture_lost_total\{reason="ringbuf_full"\} (\d+)',
@@ -74,8 +56,6 @@ def main():
                   f"on {on:.0f} req/s, ratio {on / off:.3f}")
         print(f"new-connection ratio (target >= 0.85): {ratios[True]:.3f}")
         print(f"keep-alive ratio (target >= 0.95): {ratios[False]:.3f}")
-    finally:
-        bench.doCleanups()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from wrk import run_wrk  # noqa: E402
 
 
 def metric(text, name):
@@ -23,30 +25,20 @@ def metric(text, name):
     return total
 
 
-class Bench(harness.IntegrationTest):
-    def runTest(self):
-        pass
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
 
-    bench = Bench()
-    bench.setUp()
-    try:
+    with harness.workspace() as bench:
         server = bench.root.child("nginx")
         load = bench.root.child("wrk")
         port = harness.free_port()
         bench.start_nginx(server, port)
         agent = bench.start_agent()
         before = agent.metrics()
-        out = bench.run_in(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s",
-                            f"http://127.0.0.1:{port}/api/x"], load, timeout=args.seconds + 60).decode()
-        requests = int(re.search(r"(\d+) requests in", out).group(1))
-        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        requests, rate = run_wrk(bench, load, port, args.seconds, connections=args.connections)
         time.sleep(1.5)  # one stats period: the counters catch up
         after = agent.metrics()
         agent.stop()
@@ -66,8 +58,6 @@ def main():
         ok = 2 * requests <= http_records <= 2 * (requests + args.connections) and rejected == 0 and parse_errors == 0
         print(f"every request recorded exactly once on each side: {'yes' if ok else 'NO'}")
         print(f"lost events at {rate:.0f} req/s sustained {args.seconds}s: {lost_total:.0f}")
-    finally:
-        bench.doCleanups()
 
 
 if __name__ == "__main__":

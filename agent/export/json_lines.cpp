@@ -67,12 +67,24 @@ void appendKey(std::string& out, std::string_view key) {
   out.append("\":");
 }
 
+// ,"key":value -- for every field but the first of an object.
+void appendField(std::string& out, std::string_view key, std::string_view value) {
+  out.push_back(',');
+  appendKey(out, key);
+  appendString(out, value);
+}
+
+void appendField(std::string& out, std::string_view key, uint64_t value) {
+  out.push_back(',');
+  appendKey(out, key);
+  appendUint(out, value);
+}
+
 void appendEndpoint(std::string& out, std::string_view key, const Endpoint& e) {
   appendKey(out, key);
   out.append("{\"ip\":");
   appendString(out, e.ip);
-  out.append(",\"port\":");
-  appendUint(out, e.port);
+  appendField(out, "port", e.port);
   out.push_back('}');
 }
 
@@ -83,10 +95,7 @@ void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const
   out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
   out.append("\",\"workload\":{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
-  if (workload.cgroup_path) {
-    out.append(",\"cgroup_path\":");
-    appendString(out, *workload.cgroup_path);
-  }
+  if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
   out.append("},");
   appendEndpoint(out, "local", flow.local);
   out.push_back(',');
@@ -138,24 +147,13 @@ std::string toJson(const HttpRecord& r) {
   appendCommon(out, r.ts_ns, "http", *r.flow);
   out.append(",\"http\":{\"method\":");
   appendString(out, r.method);
-  out.append(",\"path\":");
-  appendString(out, r.path);
-  if (!r.host.empty()) {
-    out.append(",\"host\":");
-    appendString(out, r.host);
-  }
-  if (r.status) {
-    out.append(",\"status\":");
-    appendUint(out, *r.status);
-  }
-  out.append(",\"version\":");
-  appendString(out, r.version);
-  out.append(",\"latency_us\":");
-  appendUint(out, r.latency_us);
-  out.append(",\"request_bytes\":");
-  appendUint(out, r.request_bytes);
-  out.append(",\"response_bytes\":");
-  appendUint(out, r.response_bytes);
+  appendField(out, "path", r.path);
+  if (!r.host.empty()) appendField(out, "host", r.host);
+  if (r.status) appendField(out, "status", *r.status);
+  appendField(out, "version", r.version);
+  appendField(out, "latency_us", r.latency_us);
+  appendField(out, "request_bytes", r.request_bytes);
+  appendField(out, "response_bytes", r.response_bytes);
   out.push_back('}');
   out.append(",\"credential\":{\"scheme\":\"").append(http::toString(r.credential_scheme)).append("\"}");
   appendTls(out, r.flow->tls);
@@ -173,8 +171,7 @@ std::string toJson(const ConnectionRecord& r) {
                             {"srtt_us", r.srtt_us},
                             {"retransmits", r.retransmits},
                             {"http_requests", r.http_requests}}) {
-    out.append(",\"").append(key).append("\":");
-    appendUint(out, value);
+    appendField(out, key, value);
   }
   appendTls(out, r.flow->tls);
   out.push_back('}');

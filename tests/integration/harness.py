@@ -259,6 +259,20 @@ http {{
         return cert, key
 
 
+@contextlib.contextmanager
+def workspace():
+    """The integration fixture outside unittest (benchmarks): cgroups, servers and agent, cleaned up."""
+    class Workspace(IntegrationTest):
+        def runTest(self):
+            pass
+    w = Workspace()
+    w.setUp()
+    try:
+        yield w
+    finally:
+        w.doCleanups()
+
+
 def http_records(records, cgroup, direction):
     return [r for r in records if r["type"] == "http" and r["workload"]["cgroup_id"] == cgroup.id
             and r["direction"] == direction]
