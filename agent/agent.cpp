@@ -1,5 +1,6 @@
 #include "agent/agent.h"
 
+#include "agent/credentials/credential.h"
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
 #include "agent/export/metrics.h"
@@ -50,6 +51,8 @@ struct Pipeline {
   metrics::AgentMetrics metrics;
   std::unique_ptr<metrics::MetricsRecordSink> sink;
   std::unique_ptr<identity::CgroupResolver> cgroups;
+  std::unique_ptr<credentials::Fingerprinter> fingerprinter;
+  std::unique_ptr<credentials::CredentialExtractor> credentials;
   std::unique_ptr<flows::ConnectionTracker> tracker;
   std::unique_ptr<events::Decoder> decoder;
   std::unique_ptr<loader::CaptureProgram> capture;
@@ -84,9 +87,13 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     if (auto listening = p.metrics.listen(options.metrics_listen); !listening) return listening;
   }
   p.sink = std::make_unique<metrics::MetricsRecordSink>(*p.writer, p.metrics);
+  auto fingerprinter = credentials::Fingerprinter::load(options.credential_key_file, options.state_dir);
+  if (!fingerprinter) return std::unexpected(std::move(fingerprinter.error()).context("loading the credential key"));
+  p.fingerprinter = std::make_unique<credentials::Fingerprinter>(std::move(*fingerprinter));
+  p.credentials = std::make_unique<credentials::CredentialExtractor>(*p.fingerprinter);
   p.cgroups = std::make_unique<identity::CgroupResolver>(*mount, p.clock);
   p.tracker = std::make_unique<flows::ConnectionTracker>(
-      *p.sink, [&p](uint64_t id) { return p.cgroups->pathOf(id); }, p.wall);
+      *p.sink, *p.credentials, [&p](uint64_t id) { return p.cgroups->pathOf(id); }, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
   loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20};

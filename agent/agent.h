@@ -14,6 +14,8 @@ struct AgentOptions {
   std::string records_path = "-";   // JSON Lines; "-" is stdout
   std::string cgroup_root;          // monitored cgroup v2 directory; empty: the whole hierarchy
   std::string metrics_listen;       // "host:port"; empty: no endpoint
+  std::string state_dir = "/var/lib/apiwarden";  // the credential key (and later, baselines)
+  std::string credential_key_file;  // cluster-wide key; empty: <state_dir>/credential.key
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;
   uint32_t flush_interval_ms = 50;

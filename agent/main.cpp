@@ -14,6 +14,10 @@ int main(int argc, char** argv) {
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup v2 directory whose subtree is monitored (default: the whole hierarchy)");
   app.add_option("--metrics-listen", options.metrics_listen, "serve Prometheus metrics on HOST:PORT");
+  app.add_option("--state-dir", options.state_dir, "directory for the agent's state (credential key)")
+      ->capture_default_str();
+  app.add_option("--credential-key-file", options.credential_key_file,
+                 "cluster-wide credential fingerprint key (e.g. a mounted Secret); default: generated in --state-dir");
   app.add_option("--ringbuf-mib", options.ringbuf_mib, "ring buffer size in MiB (power of two)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1024u));

@@ -72,13 +72,15 @@ void BM_RawDrain(benchmark::State& state) {
 void BM_Pipeline(benchmark::State& state) {
   SystemClock clock;
   WallClockMapper wall(clock);
+  credentials::Fingerprinter fingerprinter(std::vector<uint8_t>(32, 1));
+  credentials::CredentialExtractor extractor(fingerprinter);
   auto writer = records::JsonLinesWriter::open("/dev/null");
   if (!writer) {
     state.SkipWithError("cannot open /dev/null");
     return;
   }
   for (auto _ : state) {
-    flows::ConnectionTracker tracker(**writer, [](uint64_t) { return std::string("/bench/nginx"); }, wall);
+    flows::ConnectionTracker tracker(**writer, extractor, [](uint64_t) { return std::string("/bench/nginx"); }, wall);
     events::Decoder decoder(tracker);
     for (const auto& r : records()) decoder.decode(r);
     if (tracker.stats().http_records != kExchanges) state.SkipWithError("records lost");

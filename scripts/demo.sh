@@ -38,7 +38,7 @@ in_cgroup() {
 mkdir -p "$ROOT"/{api,billing,reports}
 echo "== apiwarden demo: cgroups api, billing, reports under $ROOT"
 
-"$AGENT" --cgroup-root "$ROOT" --records "$WORK/records.jsonl" --metrics-listen 127.0.0.1:9464 \
+"$AGENT" --cgroup-root "$ROOT" --records "$WORK/records.jsonl" --metrics-listen 127.0.0.1:9464 --state-dir "$WORK/state" \
   2> "$WORK/agent.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "monitoring cgroup" "$WORK/agent.log" 2>/dev/null && break; sleep 0.1; done
@@ -80,7 +80,8 @@ with open(path) as f:
         elif r["type"] == "http":
             h = r["http"]
             print(f'{r["direction"]:6} {r["workload"].get("cgroup_path","?"):40} {h["method"]:4} {h["path"]:28} '
-                  f'{h.get("status","-")}  {h["latency_us"]:>6} us  cred={r["credential"]["scheme"]}', flush=True)
+                  f'{h.get("status","-")}  {h["latency_us"]:>6} us  cred={r["credential"]["scheme"]}'
+                  f'{":" + r["credential"]["fingerprint"][:8] if "fingerprint" in r["credential"] else ""}', flush=True)
         else:
             print(f'{r["direction"]:6} {r["workload"].get("cgroup_path","?"):40} connection closed: '
                   f'{r["bytes_sent"]} B sent, {r["bytes_received"]} B received, {r["http_requests"]} requests', flush=True)

@@ -118,6 +118,39 @@ void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
   out.push_back('}');
 }
 
+void appendJwt(std::string& out, const credentials::JwtClaims& jwt) {
+  out.append(",\"jwt\":{");
+  size_t mark = out.size();
+  for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"alg", &jwt.alg},
+                            {"kid", &jwt.kid},
+                            {"iss", &jwt.iss},
+                            {"sub", &jwt.sub},
+                            {"aud", &jwt.aud},
+                            {"azp", &jwt.azp},
+                            {"client_id", &jwt.client_id},
+                            {"jti", &jwt.jti}}) {
+    if (!value->empty()) appendField(out, key, *value);
+  }
+  for (auto [key, value] : {std::pair<std::string_view, const std::optional<int64_t>*>{"iat", &jwt.iat},
+                            {"nbf", &jwt.nbf},
+                            {"exp", &jwt.exp}}) {
+    if (*value) {
+      out.append(",\"").append(key).append("\":").append(std::to_string(**value));
+    }
+  }
+  if (out.size() > mark) out.erase(mark, 1);  // the first field's leading comma
+  out.push_back('}');
+}
+
+void appendCredential(std::string& out, const credentials::Credential& c) {
+  out.append(",\"credential\":{\"scheme\":\"").append(credentials::toString(c.scheme)).push_back('"');
+  if (!c.fingerprint.empty()) appendField(out, "fingerprint", c.fingerprint);
+  if (!c.source.empty()) appendField(out, "source", c.source);
+  if (!c.basic_user.empty()) appendField(out, "basic_user", c.basic_user);
+  if (c.jwt) appendJwt(out, *c.jwt);
+  out.push_back('}');
+}
+
 }  // namespace
 
 std::string formatTimestamp(uint64_t realtime_ns) {
@@ -155,7 +188,7 @@ std::string toJson(const HttpRecord& r) {
   appendField(out, "request_bytes", r.request_bytes);
   appendField(out, "response_bytes", r.response_bytes);
   out.push_back('}');
-  out.append(",\"credential\":{\"scheme\":\"").append(http::toString(r.credential_scheme)).append("\"}");
+  appendCredential(out, r.credential);
   appendTls(out, r.flow->tls);
   out.push_back('}');
   return out;

@@ -2,7 +2,7 @@
 // Field names of the JSON form are a documented contract (README, "Record schema").
 #pragma once
 
-#include "agent/protocols/http/parser.h"
+#include "agent/credentials/credential.h"
 
 #include <cstdint>
 #include <optional>
@@ -43,14 +43,14 @@ struct HttpRecord {
   const FlowInfo* flow = nullptr;
   uint64_t ts_ns = 0;  // wall clock of the request's first byte
   std::string method;
-  std::string path;  // target as sent, query string included
+  std::string path;  // target as sent, query string included, secret parameters REDACTED
   std::string host;  // empty: absent
   std::optional<uint16_t> status;  // absent when no response was seen
   std::string_view version;        // "1.0" or "1.1"
   uint64_t latency_us = 0;         // request's first byte -> response's first byte, at this socket
   uint64_t request_bytes = 0;      // head + body as sent
   uint64_t response_bytes = 0;
-  http::CredentialScheme credential_scheme = http::CredentialScheme::kNone;
+  credentials::Credential credential;  // fingerprint and facts only, never the secret
 };
 
 struct ConnectionRecord {

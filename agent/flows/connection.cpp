@@ -126,10 +126,10 @@ void Connection::requestHead(const http::RequestHead& head) {
   }
   PendingRequest& request = pending_.emplace_back();
   request.method = head.method;
-  request.target = head.target;
+  request.target = credentials::redactTarget(head.target);
   request.host = head.host;
   request.version = head.version_minor == 0 ? "1.0" : "1.1";
-  request.scheme = head.scheme;
+  request.credential = ctx_.credentials.extract(head);
   request.request_ns = segment_ns_;
 }
 
@@ -185,7 +185,7 @@ void Connection::writeHttp(PendingRequest& request) {
   }
   record.request_bytes = request.request_bytes;
   record.response_bytes = request.response_bytes;
-  record.credential_scheme = request.scheme;
+  record.credential = std::move(request.credential);
   if (!request.status) ++ctx_.stats.unanswered_requests;
   ++ctx_.stats.http_records;
   ++http_requests_;

@@ -5,6 +5,7 @@
 // (pipelining) and each final response completes the oldest one, which becomes an HttpRecord.
 #pragma once
 
+#include "agent/credentials/credential.h"
 #include "agent/export/record.h"
 #include "agent/flows/reassembler.h"
 #include "agent/protocols/http/parser.h"
@@ -49,6 +50,7 @@ struct TrackerStats {
 // What every connection shares: where records go and how time and workloads are named.
 struct ConnectionContext {
   records::RecordSink& sink;
+  const credentials::CredentialExtractor& credentials;
   const WallClockMapper& wall;
   const TrackerOptions& options;
   TrackerStats& stats;
@@ -72,7 +74,7 @@ class Connection {
   struct PendingRequest {
     std::string method, target, host;
     std::string_view version;
-    http::CredentialScheme scheme = http::CredentialScheme::kNone;
+    credentials::Credential credential;
     uint64_t request_ns = 0, response_ns = 0;
     uint64_t request_bytes = 0, response_bytes = 0;
     bool request_complete = false;

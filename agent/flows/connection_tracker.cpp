@@ -2,9 +2,9 @@
 
 namespace apiwarden::flows {
 
-ConnectionTracker::ConnectionTracker(records::RecordSink& sink, CgroupNamer namer, const WallClockMapper& wall,
-                                     TrackerOptions options)
-    : sink_(sink), namer_(std::move(namer)), options_(options), ctx_{sink_, wall, options_, stats_} {}
+ConnectionTracker::ConnectionTracker(records::RecordSink& sink, const credentials::CredentialExtractor& credentials,
+                                     CgroupNamer namer, const WallClockMapper& wall, TrackerOptions options)
+    : sink_(sink), namer_(std::move(namer)), options_(options), ctx_{sink_, credentials, wall, options_, stats_} {}
 
 ConnectionTracker::~ConnectionTracker() = default;
 

@@ -19,8 +19,8 @@ using CgroupNamer = std::function<std::optional<std::string>(uint64_t cgroup_id)
 
 class ConnectionTracker final : public events::EventHandler {
  public:
-  ConnectionTracker(records::RecordSink& sink, CgroupNamer namer, const WallClockMapper& wall,
-                    TrackerOptions options = {});
+  ConnectionTracker(records::RecordSink& sink, const credentials::CredentialExtractor& credentials,
+                    CgroupNamer namer, const WallClockMapper& wall, TrackerOptions options = {});
   ~ConnectionTracker() override;
 
   void onPayload(const apiwarden_payload_event& event, std::span<const uint8_t> data) override;

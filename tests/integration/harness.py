@@ -107,6 +107,7 @@ class Agent:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [AGENT, "--records", self.records_path, "--cgroup-root", cgroup_root,
+             "--state-dir", os.path.join(workdir, "state"),
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: b"monitoring cgroup" in self.log_text().encode() or self.proc.poll() is not None,

@@ -48,7 +48,11 @@ apiwarden_flow makeFlow(uint64_t cookie, uint8_t role) {
 
 class TrackerTest : public ::testing::Test {
  protected:
-  TrackerTest() : wall_(clock_), tracker_(sink_, [](uint64_t) { return std::string("/demo/client"); }, wall_) {}
+  TrackerTest()
+      : wall_(clock_),
+        fingerprinter_(std::vector<uint8_t>(32, 7)),
+        extractor_(fingerprinter_),
+        tracker_(sink_, extractor_, [](uint64_t) { return std::string("/demo/client"); }, wall_) {}
 
   // One segment of the stream in `direction`, continuing where the previous one left off.
   void segment(const apiwarden_flow& flow, uint8_t direction, const std::string& data, uint64_t ts_ns,
@@ -79,6 +83,8 @@ class TrackerTest : public ::testing::Test {
   FixedClock clock_;
   WallClockMapper wall_;
   CollectingSink sink_;
+  credentials::Fingerprinter fingerprinter_;
+  credentials::CredentialExtractor extractor_;
   ConnectionTracker tracker_;
   uint32_t seq_[2] = {1000, 5000};
 };
@@ -100,7 +106,9 @@ TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
   EXPECT_EQ(r.latency_us, 250u);
   EXPECT_EQ(r.request_bytes, request.size());
   EXPECT_EQ(r.response_bytes, response.size());
-  EXPECT_EQ(r.credential_scheme, http::CredentialScheme::kBearer);
+  EXPECT_EQ(r.credential.scheme, credentials::Scheme::kBearer);
+  EXPECT_EQ(r.credential.fingerprint, fingerprinter_.fingerprint("abc"));
+  EXPECT_EQ(r.credential.source, "header:authorization");
   EXPECT_EQ(r.flow->workload.cgroup_id, 77u);
   EXPECT_EQ(r.flow->workload.cgroup_path, "/demo/client");
   EXPECT_EQ(r.flow->local.ip, "127.0.0.1");

@@ -35,13 +35,18 @@ TEST(JsonLines, HttpRecordWithEveryField) {
   r.latency_us = 12;
   r.request_bytes = 80;
   r.response_bytes = 900;
-  r.credential_scheme = http::CredentialScheme::kBearer;
+  r.credential.scheme = credentials::Scheme::kJwt;
+  r.credential.fingerprint = "00112233445566778899aabbccddeeff";
+  r.credential.source = "header:authorization";
+  r.credential.jwt = credentials::JwtClaims{.alg = "RS256", .iss = "https://idp", .sub = "svc-a", .exp = 1800000000};
   EXPECT_EQ(toJson(r),
             R"({"ts":"2026-11-22T16:00:00.123456Z","type":"http","direction":"server",)"
             R"("workload":{"cgroup_id":42,"cgroup_path":"/kubepods.slice/pod-a"},)"
             R"("local":{"ip":"::1","port":8080},"remote":{"ip":"127.0.0.1","port":51000},)"
             R"("http":{"method":"GET","path":"/users/1?x=y","host":"api.test","status":200,"version":"1.1",)"
-            R"("latency_us":12,"request_bytes":80,"response_bytes":900},"credential":{"scheme":"bearer"},)"
+            R"("latency_us":12,"request_bytes":80,"response_bytes":900},)"
+            R"("credential":{"scheme":"jwt","fingerprint":"00112233445566778899aabbccddeeff",)"
+            R"("source":"header:authorization","jwt":{"alg":"RS256","iss":"https://idp","sub":"svc-a","exp":1800000000}},)"
             R"("tls":{"sni":"api.test","version":"TLS1.3","alpn":"h2"}})");
 }
 

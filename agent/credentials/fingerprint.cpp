@@ -1,0 +1,95 @@
+#include "agent/credentials/fingerprint.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+namespace apiwarden::credentials {
+namespace {
+
+constexpr size_t kGeneratedKeyBytes = 32;
+constexpr size_t kFingerprintBytes = 16;
+
+std::string hex(const uint8_t* data, size_t size) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (size_t i = 0; i < size; ++i) {
+    out.push_back(kDigits[data[i] >> 4]);
+    out.push_back(kDigits[data[i] & 0xf]);
+  }
+  return out;
+}
+
+Result<std::vector<uint8_t>> readKey(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(errno, "reading credential key " + path);
+  std::vector<uint8_t> key((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!key.empty() && key.back() == '\n') key.pop_back();
+  if (key.size() < Fingerprinter::kMinKeyBytes) {
+    return fail(EINVAL, "credential key " + path + " is shorter than " +
+                            std::to_string(Fingerprinter::kMinKeyBytes) + " bytes");
+  }
+  return key;
+}
+
+// Writes a fresh random key (hex text) readable by root only, atomically.
+Result<std::vector<uint8_t>> createKey(const std::string& state_dir, const std::string& path) {
+  if (mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) return fail(errno, "creating state dir " + state_dir);
+  std::array<uint8_t, kGeneratedKeyBytes> random{};
+  if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) return fail(EIO, "generating a credential key");
+  std::string text = hex(random.data(), random.size()) + "\n";
+  wipe(random.data(), random.size());
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(errno, "creating " + tmp);
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  wipe(text.data(), text.size());
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    unlink(tmp.c_str());
+    return fail(ok ? errno : err, "writing credential key " + path);
+  }
+  return readKey(path);
+}
+
+}  // namespace
+
+void wipe(void* data, size_t size) {
+  if (size > 0) explicit_bzero(data, size);
+}
+
+Result<Fingerprinter> Fingerprinter::load(const std::string& key_file, const std::string& state_dir) {
+  if (!key_file.empty()) {
+    auto key = readKey(key_file);
+    if (!key) return std::unexpected(key.error());
+    return Fingerprinter(std::move(*key));
+  }
+  std::string path = state_dir + "/credential.key";
+  struct stat st {};
+  auto key = stat(path.c_str(), &st) == 0 ? readKey(path) : createKey(state_dir, path);
+  if (!key) return std::unexpected(key.error());
+  return Fingerprinter(std::move(*key));
+}
+
+Fingerprinter::~Fingerprinter() { wipe(key_.data(), key_.size()); }
+
+std::string Fingerprinter::fingerprint(std::string_view secret) const {
+  std::array<uint8_t, EVP_MAX_MD_SIZE> mac{};
+  unsigned int mac_len = 0;
+  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), reinterpret_cast<const uint8_t*>(secret.data()),
+       secret.size(), mac.data(), &mac_len);
+  return hex(mac.data(), kFingerprintBytes);
+}
+
+}  // namespace apiwarden::credentials

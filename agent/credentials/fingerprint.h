@@ -1,0 +1,36 @@
+// Keyed fingerprints of credentials: HMAC-SHA256 under a cluster-wide key, truncated to 128 bits.
+// The same secret gives the same fingerprint on every node that shares the key; without the key a
+// fingerprint cannot be tested against guesses, and no plain hash of a secret is ever emitted.
+#pragma once
+
+#include "apiwarden/common/result.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace apiwarden::credentials {
+
+class Fingerprinter {
+ public:
+  static constexpr size_t kMinKeyBytes = 16;
+
+  // key_file: the cluster key (e.g. a mounted Kubernetes Secret), used byte for byte minus one
+  // trailing newline. Empty: <state_dir>/credential.key, created with 32 random bytes if absent.
+  static Result<Fingerprinter> load(const std::string& key_file, const std::string& state_dir);
+  explicit Fingerprinter(std::vector<uint8_t> key) : key_(std::move(key)) {}
+  Fingerprinter(Fingerprinter&&) = default;
+  ~Fingerprinter();
+
+  // 32 lowercase hex characters.
+  std::string fingerprint(std::string_view secret) const;
+
+ private:
+  std::vector<uint8_t> key_;
+};
+
+// Overwrites memory that held secret bytes; the compiler may not drop it.
+void wipe(void* data, size_t size);
+
+}  // namespace apiwarden::credentials
