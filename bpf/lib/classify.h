@@ -6,7 +6,8 @@
 #include "packet.h"
 #include "sock_state.h"
 
-#define WORD4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+/* Four bytes as the big-endian word they form on the wire: portable across host byte orders. */
+#define WORD4(a, b, c, d) ((__u32)(a) << 24 | (__u32)(b) << 16 | (__u32)(c) << 8 | (__u32)(d))
 
 /* Protocol of a stream from its first bytes: an HTTP/1.x request or response line, a TLS record. */
 static __always_inline enum apiwarden_proto classify__prefix(const __u8 p[8])
@@ -14,7 +15,7 @@ static __always_inline enum apiwarden_proto classify__prefix(const __u8 p[8])
 	__u32 word;
 
 	__builtin_memcpy(&word, p, 4);
-	switch (word) {
+	switch (bpf_ntohl(word)) {
 	case WORD4('G', 'E', 'T', ' '):
 	case WORD4('P', 'O', 'S', 'T'):
 	case WORD4('P', 'U', 'T', ' '):

@@ -33,7 +33,7 @@ static __always_inline void events__payload(struct __sk_buff *skb, const struct 
 		ev->flags |= APIWARDEN_PAYLOAD_TRUNCATED;
 		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
 	}
-	if (len == 0 || bpf_skb_load_bytes(skb, pi->payload_off, scratch->data, len)) {
+	if (bpf_skb_load_bytes(skb, pi->payload_off, scratch->data, len)) {
 		stats__inc(APIWARDEN_STAT_UNPARSED);
 		return;
 	}

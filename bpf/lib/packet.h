@@ -28,8 +28,14 @@ static __always_inline void addr__set_v4_mapped(__u8 out[16], __be32 v4)
 enum packet_verdict {
 	PACKET_TCP = 0,      /* parsed: a TCP segment */
 	PACKET_OTHER = 1,    /* not TCP: not ours */
-	PACKET_UNPARSED = 2, /* TCP we could not read (short, fragment, IPv6 extension headers) */
+	PACKET_UNPARSED = 2, /* maybe TCP, but unreadable: short, fragment, bad lengths, IPv6 extension headers */
 };
+
+/* IPv6 extension headers that may stand between the fixed header and TCP. */
+static __always_inline bool packet__ipv6_extension(__u8 nexthdr)
+{
+	return nexthdr == 0 || nexthdr == 43 || nexthdr == 44 || nexthdr == 51 || nexthdr == 60 || nexthdr == 135;
+}
 
 /* Fills pi from the skb's IP and TCP headers. */
 static __always_inline enum packet_verdict packet__parse(struct __sk_buff *skb, struct packet_info *pi)
@@ -44,7 +50,7 @@ static __always_inline enum packet_verdict packet__parse(struct __sk_buff *skb, 
 			return PACKET_UNPARSED;
 		if (ip.protocol != IPPROTO_TCP)
 			return PACKET_OTHER;
-		if (ip.frag_off & bpf_htons(0x3fff)) /* MF flag or a fragment offset */
+		if (ip.frag_off & bpf_htons(0x3fff) || ip.ihl < 5) /* a fragment, or a bogus header length */
 			return PACKET_UNPARSED;
 		l4_off = ip.ihl * 4;
 		pi->family = AF_INET;
@@ -55,8 +61,8 @@ static __always_inline enum packet_verdict packet__parse(struct __sk_buff *skb, 
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return PACKET_UNPARSED;
-		if (ip6.nexthdr != IPPROTO_TCP)
-			return PACKET_OTHER; /* extension headers are rare on TCP: treated as not ours */
+		if (ip6.nexthdr != IPPROTO_TCP) /* extension headers are rare on TCP: counted, not walked */
+			return packet__ipv6_extension(ip6.nexthdr) ? PACKET_UNPARSED : PACKET_OTHER;
 		l4_off = sizeof(ip6);
 		pi->family = AF_INET6;
 		__builtin_memcpy(pi->saddr, &ip6.saddr, 16);
@@ -65,13 +71,14 @@ static __always_inline enum packet_verdict packet__parse(struct __sk_buff *skb, 
 		return PACKET_OTHER;
 	}
 
-	if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)))
+	if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) || tcp.doff < 5)
 		return PACKET_UNPARSED;
 	pi->sport = bpf_ntohs(tcp.source);
 	pi->dport = bpf_ntohs(tcp.dest);
 	pi->seq = bpf_ntohl(tcp.seq);
 	pi->fin = tcp.fin;
 	pi->payload_off = l4_off + tcp.doff * 4;
+	/* skb->len, not the IP length: at cgroup hooks the kernel has trimmed link-layer padding. */
 	pi->payload_len = skb->len > pi->payload_off ? skb->len - pi->payload_off : 0;
 	return PACKET_TCP;
 }

@@ -53,7 +53,7 @@ enum apiwarden_stat {
 	APIWARDEN_STAT_LOST_TRUNCATED = 2,/* segments whose payload exceeded APIWARDEN_CAPTURE_MAX */
 	APIWARDEN_STAT_LOST_MAP_FULL = 3, /* socket state could not be created (map/storage full) */
 	APIWARDEN_STAT_SKIPPED_OPAQUE = 4,/* payload segments of non-HTTP connections, not copied */
-	APIWARDEN_STAT_UNPARSED = 5,      /* packets whose IP/TCP headers could not be read */
+	APIWARDEN_STAT_UNPARSED = 5,      /* packets whose IP/TCP headers (or payload) could not be read */
 	APIWARDEN_STAT_MAX = 6,
 };
 
