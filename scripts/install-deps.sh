@@ -11,6 +11,7 @@ packages=(
   # user-space libraries
   libboost-dev prometheus-cpp-dev libspdlog-dev libfmt-dev protobuf-compiler libprotobuf-dev
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcurl4-openssl-dev libyaml-cpp-dev
   # real peers for tests, demo and benchmarks
   nginx-light curl wrk python3 nodejs iproute2 openssl procps
 )

@@ -55,7 +55,4 @@ std::string redactTarget(std::string_view target);
 // is not a JWT. Bounded: tokens over 16 KiB are not decoded.
 std::optional<JwtClaims> decodeJwt(std::string_view token);
 
-// base64 (standard or url alphabet, padding optional) into out; false on invalid input.
-bool base64Decode(std::string_view in, std::string& out);
-
 }  // namespace apiwarden::credentials

@@ -1,5 +1,6 @@
 // Credential identity: fingerprints, every carrier, JWT claims, Basic users, query redaction, keys.
 #include "agent/credentials/credential.h"
+#include "apiwarden/common/base64.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
