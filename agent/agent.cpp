@@ -6,6 +6,8 @@
 #include "agent/export/metrics.h"
 #include "agent/flows/connection_tracker.h"
 #include "agent/identity/cgroup_resolver.h"
+#include "agent/identity/kube_api.h"
+#include "agent/identity/workload_resolver.h"
 #include "agent/loader/capture_program.h"
 #include "apiwarden/common/clock.h"
 #include "apiwarden/common/log.h"
@@ -18,7 +20,9 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
+#include <unistd.h>
 
 namespace apiwarden {
 namespace {
@@ -43,6 +47,28 @@ Result<std::string> monitoredCgroup(const std::string& requested, const std::str
   return path;
 }
 
+// The Kubernetes API to read pods from: a kubeconfig if given, the in-cluster config if the
+// agent runs in a pod, else none (a plain host).
+Result<std::optional<identity::KubeApiConfig>> kubeApi(const AgentOptions& options) {
+  if (!options.kubeconfig.empty()) {
+    auto config = identity::KubeApiConfig::fromKubeconfig(options.kubeconfig);
+    if (!config) return std::unexpected(config.error());
+    return std::optional(*config);
+  }
+  if (!std::getenv("KUBERNETES_SERVICE_HOST")) return std::optional<identity::KubeApiConfig>();
+  auto config = identity::KubeApiConfig::inCluster();
+  if (!config) return std::unexpected(config.error());
+  return std::optional(*config);
+}
+
+std::string nodeName(const AgentOptions& options) {
+  if (!options.node_name.empty()) return options.node_name;
+  if (const char* env = std::getenv("NODE_NAME")) return env;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
 // Everything the run loop owns, built in dependency order and torn down in reverse.
 struct Pipeline {
   SystemClock clock;
@@ -51,6 +77,9 @@ struct Pipeline {
   metrics::AgentMetrics metrics;
   std::unique_ptr<metrics::MetricsRecordSink> sink;
   std::unique_ptr<identity::CgroupResolver> cgroups;
+  identity::PodCache pods;
+  std::unique_ptr<identity::PodWatcher> pod_watcher;
+  std::unique_ptr<identity::WorkloadResolver> workloads;
   std::unique_ptr<credentials::Fingerprinter> fingerprinter;
   std::unique_ptr<credentials::CredentialExtractor> credentials;
   std::unique_ptr<flows::ConnectionTracker> tracker;
@@ -92,8 +121,15 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
   p.fingerprinter = std::make_unique<credentials::Fingerprinter>(std::move(*fingerprinter));
   p.credentials = std::make_unique<credentials::CredentialExtractor>(*p.fingerprinter);
   p.cgroups = std::make_unique<identity::CgroupResolver>(*mount, p.clock);
-  p.tracker = std::make_unique<flows::ConnectionTracker>(
-      *p.sink, *p.credentials, [&p](uint64_t id) { return p.cgroups->pathOf(id); }, p.wall);
+  auto kube = kubeApi(options);
+  if (!kube) return std::unexpected(std::move(kube.error()).context("configuring the Kubernetes API"));
+  if (*kube) {
+    p.pod_watcher = std::make_unique<identity::PodWatcher>(**kube, nodeName(options), p.pods);
+    p.pod_watcher->start();
+  }
+  p.workloads = std::make_unique<identity::WorkloadResolver>(*p.cgroups, *kube ? &p.pods : nullptr, p.clock,
+                                                             identity::WorkloadResolverOptions{options.trust_domain});
+  p.tracker = std::make_unique<flows::ConnectionTracker>(*p.sink, *p.credentials, *p.workloads, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
   loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20};

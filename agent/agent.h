@@ -16,6 +16,9 @@ struct AgentOptions {
   std::string metrics_listen;       // "host:port"; empty: no endpoint
   std::string state_dir = "/var/lib/apiwarden";  // the credential key (and later, baselines)
   std::string credential_key_file;  // cluster-wide key; empty: <state_dir>/credential.key
+  std::string kubeconfig;           // Kubernetes API via a kubeconfig; empty: in-cluster if there, else none
+  std::string node_name;            // the pods to watch; empty: $NODE_NAME, else the host name
+  std::string trust_domain = "cluster.local";  // of SPIFFE IDs
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;
   uint32_t flush_interval_ms = 50;

@@ -74,13 +74,17 @@ void BM_Pipeline(benchmark::State& state) {
   WallClockMapper wall(clock);
   credentials::Fingerprinter fingerprinter(std::vector<uint8_t>(32, 1));
   credentials::CredentialExtractor extractor(fingerprinter);
+  struct FixedWorkloads final : flows::WorkloadDirectory {
+    records::Workload describe(uint64_t id) override { return {id, "/bench/nginx"}; }
+    void refresh(records::Workload&) override {}
+  } workloads;
   auto writer = records::JsonLinesWriter::open("/dev/null");
   if (!writer) {
     state.SkipWithError("cannot open /dev/null");
     return;
   }
   for (auto _ : state) {
-    flows::ConnectionTracker tracker(**writer, extractor, [](uint64_t) { return std::string("/bench/nginx"); }, wall);
+    flows::ConnectionTracker tracker(**writer, extractor, workloads, wall);
     events::Decoder decoder(tracker);
     for (const auto& r : records()) decoder.decode(r);
     if (tracker.stats().http_records != kExchanges) state.SkipWithError("records lost");

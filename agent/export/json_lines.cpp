@@ -88,6 +88,38 @@ void appendEndpoint(std::string& out, std::string_view key, const Endpoint& e) {
   out.push_back('}');
 }
 
+// Everything known about who the workload is; unknown fields are left out.
+void appendIdentity(std::string& out, const Workload& w) {
+  for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"container_id", &w.container_id},
+                            {"pod_uid", &w.pod_uid},
+                            {"pod", &w.pod},
+                            {"namespace", &w.ns},
+                            {"service_account", &w.service_account},
+                            {"owner", &w.owner},
+                            {"node", &w.node},
+                            {"spiffe_id", &w.spiffe_id},
+                            {"systemd_unit", &w.systemd_unit}}) {
+    if (!value->empty()) appendField(out, key, *value);
+  }
+  if (!w.labels.empty()) {
+    out.append(",\"labels\":{");
+    for (size_t i = 0; i < w.labels.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      appendString(out, w.labels[i].first);
+      out.push_back(':');
+      appendString(out, w.labels[i].second);
+    }
+    out.push_back('}');
+  }
+  if (w.process) {
+    out.append(",\"process\":{\"exe\":");
+    appendString(out, w.process->exe);
+    appendField(out, "pid", static_cast<uint64_t>(w.process->pid));
+    if (!w.process->user.empty()) appendField(out, "user", w.process->user);
+    out.push_back('}');
+  }
+}
+
 // ts, type, direction, workload, local, remote: what every record starts with.
 void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
   const Workload& workload = flow.workload;
@@ -96,6 +128,7 @@ void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const
   out.append("\",\"workload\":{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
+  appendIdentity(out, workload);
   out.append("},");
   appendEndpoint(out, "local", flow.local);
   out.push_back(',');

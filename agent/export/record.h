@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace apiwarden::records {
 
@@ -18,9 +20,22 @@ struct Endpoint {
   uint16_t port = 0;
 };
 
+struct Process {
+  std::string exe;   // /proc/<pid>/exe of a process in the cgroup
+  int pid = 0;
+  std::string user;  // its user name (or uid)
+};
+
+// Who a workload is. Empty strings are unknown and never written: nothing is guessed.
 struct Workload {
   uint64_t cgroup_id = 0;
   std::optional<std::string> cgroup_path;  // relative to the cgroup2 mount, "/a/b"; absent if unknown
+  std::string container_id, pod_uid;       // from the cgroup path
+  std::string pod, ns, service_account, node, owner;  // from the Kubernetes API; owner "Deployment/api"
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::string spiffe_id;     // spiffe://<trust-domain>/ns/<ns>/sa/<sa>
+  std::string systemd_unit;  // host services
+  std::optional<Process> process;
 };
 
 struct TlsInfo {

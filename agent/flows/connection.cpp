@@ -170,8 +170,14 @@ void Connection::responseComplete(uint64_t bytes) {
   pending_.pop_front();
 }
 
+void Connection::refreshWorkload() {
+  const records::Workload& w = info_.workload;
+  if (!w.cgroup_path || (!w.pod_uid.empty() && w.pod.empty())) ctx_.workloads.refresh(info_.workload);
+}
+
 // The request is consumed: its strings move into the record.
 void Connection::writeHttp(PendingRequest& request) {
+  refreshWorkload();
   records::HttpRecord record;
   record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(request.request_ns);
@@ -211,6 +217,7 @@ void Connection::onClose(const apiwarden_conn_event& event) {
     info_.direction = event.flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer
                                                                 : records::Direction::kClient;
   }
+  refreshWorkload();
   records::ConnectionRecord record;
   record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(event.hdr.ts_ns);

@@ -47,10 +47,20 @@ struct TrackerStats {
   std::array<uint64_t, http::kParseErrorCount> parse_errors{};
 };
 
+// Names workloads by cgroup id. describe() runs when a connection is first seen; refresh() fills
+// in what was unknown then (pod metadata that arrived later) before a record is written.
+class WorkloadDirectory {
+ public:
+  virtual ~WorkloadDirectory() = default;
+  virtual records::Workload describe(uint64_t cgroup_id) = 0;
+  virtual void refresh(records::Workload& workload) = 0;
+};
+
 // What every connection shares: where records go and how time and workloads are named.
 struct ConnectionContext {
   records::RecordSink& sink;
   const credentials::CredentialExtractor& credentials;
+  WorkloadDirectory& workloads;
   const WallClockMapper& wall;
   const TrackerOptions& options;
   TrackerStats& stats;
@@ -108,6 +118,7 @@ class Connection {
   void responseComplete(uint64_t bytes);
   void feedTlsHello(std::span<const uint8_t> data);
   void writeHttp(PendingRequest& request);
+  void refreshWorkload();
   bool isClient() const { return info_.direction == records::Direction::kClient; }
 
   ConnectionContext& ctx_;

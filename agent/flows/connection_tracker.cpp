@@ -3,8 +3,8 @@
 namespace apiwarden::flows {
 
 ConnectionTracker::ConnectionTracker(records::RecordSink& sink, const credentials::CredentialExtractor& credentials,
-                                     CgroupNamer namer, const WallClockMapper& wall, TrackerOptions options)
-    : sink_(sink), namer_(std::move(namer)), options_(options), ctx_{sink_, credentials, wall, options_, stats_} {}
+                                     WorkloadDirectory& workloads, const WallClockMapper& wall, TrackerOptions options)
+    : sink_(sink), workloads_(workloads), options_(options), ctx_{sink_, credentials, workloads, wall, options_, stats_} {}
 
 ConnectionTracker::~ConnectionTracker() = default;
 
@@ -15,8 +15,7 @@ Connection* ConnectionTracker::findOrCreate(const apiwarden_flow& flow, uint64_t
     ++stats_.table_full;
     return nullptr;
   }
-  records::Workload workload{flow.cgroup_id, namer_(flow.cgroup_id)};
-  auto created = std::make_unique<Connection>(flow, std::move(workload), now_ns, ctx_);
+  auto created = std::make_unique<Connection>(flow, workloads_.describe(flow.cgroup_id), now_ns, ctx_);
   return connections_.emplace(flow.cookie, std::move(created)).first->second.get();
 }
 
@@ -38,8 +37,7 @@ void ConnectionTracker::onConnection(const apiwarden_conn_event& event) {
     return;
   }
   // Opened before the agent started (or evicted): still worth its connection record.
-  records::Workload workload{event.flow.cgroup_id, namer_(event.flow.cgroup_id)};
-  Connection(event.flow, std::move(workload), event.hdr.ts_ns, ctx_).onClose(event);
+  Connection(event.flow, workloads_.describe(event.flow.cgroup_id), event.hdr.ts_ns, ctx_).onClose(event);
 }
 
 void ConnectionTracker::sweep(uint64_t now_monotonic_ns) {

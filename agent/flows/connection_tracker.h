@@ -6,7 +6,6 @@
 #include "agent/events/decoder.h"
 #include "agent/flows/connection.h"
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,13 +13,10 @@
 
 namespace apiwarden::flows {
 
-// cgroup id -> cgroup path, or nullopt when unknown.
-using CgroupNamer = std::function<std::optional<std::string>(uint64_t cgroup_id)>;
-
 class ConnectionTracker final : public events::EventHandler {
  public:
   ConnectionTracker(records::RecordSink& sink, const credentials::CredentialExtractor& credentials,
-                    CgroupNamer namer, const WallClockMapper& wall, TrackerOptions options = {});
+                    WorkloadDirectory& workloads, const WallClockMapper& wall, TrackerOptions options = {});
   ~ConnectionTracker() override;
 
   void onPayload(const apiwarden_payload_event& event, std::span<const uint8_t> data) override;
@@ -36,7 +32,7 @@ class ConnectionTracker final : public events::EventHandler {
   Connection* findOrCreate(const apiwarden_flow& flow, uint64_t now_ns);
 
   records::RecordSink& sink_;
-  CgroupNamer namer_;
+  WorkloadDirectory& workloads_;
   TrackerOptions options_;
   TrackerStats stats_;
   ConnectionContext ctx_;

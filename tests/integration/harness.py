@@ -60,7 +60,7 @@ class Cgroup:
 
     def __init__(self, path):
         self.path = path
-        os.makedirs(path)
+        os.makedirs(path, exist_ok=True)
         self.id = os.stat(path).st_ino
         self.rel = "/" + os.path.relpath(path, cgroup2_mount())
 
@@ -251,11 +251,13 @@ http {{
             wait_port(ipv6_port, "::1")
         return p
 
-    def make_cert(self, name):
+    def make_cert(self, name, ip=False):
+        """A self-signed certificate for a DNS name (or, ip=True, an IP address)."""
         cert = os.path.join(self.workdir, "cert.pem")
         key = os.path.join(self.workdir, "key.pem")
+        san = f"IP:{name}" if ip else f"DNS:{name}"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                        "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
                         "-keyout", key, "-out", cert], check=True, capture_output=True)
         return cert, key
 

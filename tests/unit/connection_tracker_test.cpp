@@ -46,13 +46,18 @@ apiwarden_flow makeFlow(uint64_t cookie, uint8_t role) {
   return flow;
 }
 
+struct FixedWorkloads final : WorkloadDirectory {
+  records::Workload describe(uint64_t cgroup_id) override { return {cgroup_id, "/demo/client"}; }
+  void refresh(records::Workload&) override {}
+};
+
 class TrackerTest : public ::testing::Test {
  protected:
   TrackerTest()
       : wall_(clock_),
         fingerprinter_(std::vector<uint8_t>(32, 7)),
         extractor_(fingerprinter_),
-        tracker_(sink_, extractor_, [](uint64_t) { return std::string("/demo/client"); }, wall_) {}
+        tracker_(sink_, extractor_, workloads_, wall_) {}
 
   // One segment of the stream in `direction`, continuing where the previous one left off.
   void segment(const apiwarden_flow& flow, uint8_t direction, const std::string& data, uint64_t ts_ns,
@@ -85,6 +90,7 @@ class TrackerTest : public ::testing::Test {
   CollectingSink sink_;
   credentials::Fingerprinter fingerprinter_;
   credentials::CredentialExtractor extractor_;
+  FixedWorkloads workloads_;
   ConnectionTracker tracker_;
   uint32_t seq_[2] = {1000, 5000};
 };
