@@ -80,6 +80,7 @@ struct Pipeline {
   identity::PodCache pods;
   std::unique_ptr<identity::PodWatcher> pod_watcher;
   std::unique_ptr<identity::WorkloadResolver> workloads;
+  flows::NetworkScope scope;
   std::unique_ptr<credentials::Fingerprinter> fingerprinter;
   std::unique_ptr<credentials::CredentialExtractor> credentials;
   std::unique_ptr<flows::ConnectionTracker> tracker;
@@ -129,7 +130,10 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
   }
   p.workloads = std::make_unique<identity::WorkloadResolver>(*p.cgroups, *kube ? &p.pods : nullptr, p.clock,
                                                              identity::WorkloadResolverOptions{options.trust_domain});
-  p.tracker = std::make_unique<flows::ConnectionTracker>(*p.sink, *p.credentials, *p.workloads, p.wall);
+  for (const auto& cidr : options.cluster_cidrs) {
+    if (auto added = p.scope.addClusterCidr(cidr); !added) return added;
+  }
+  p.tracker = std::make_unique<flows::ConnectionTracker>(*p.sink, *p.credentials, *p.workloads, p.scope, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
   loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20};

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace apiwarden {
 
@@ -19,6 +20,7 @@ struct AgentOptions {
   std::string kubeconfig;           // Kubernetes API via a kubeconfig; empty: in-cluster if there, else none
   std::string node_name;            // the pods to watch; empty: $NODE_NAME, else the host name
   std::string trust_domain = "cluster.local";  // of SPIFFE IDs
+  std::vector<std::string> cluster_cidrs;       // pod, service and node networks: peers there are "cluster"
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;
   uint32_t flush_interval_ms = 50;

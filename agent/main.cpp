@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
                  "read pod metadata through this kubeconfig (default: in-cluster config when in a pod)");
   app.add_option("--node-name", options.node_name, "node whose pods are watched (default: $NODE_NAME, host name)");
   app.add_option("--trust-domain", options.trust_domain, "SPIFFE trust domain")->capture_default_str();
+  app.add_option("--cluster-cidr", options.cluster_cidrs,
+                 "a pod, service or node network (repeatable): peers there are tagged \"cluster\"");
   app.add_option("--ringbuf-mib", options.ringbuf_mib, "ring buffer size in MiB (power of two)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1024u));

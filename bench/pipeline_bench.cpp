@@ -78,13 +78,14 @@ void BM_Pipeline(benchmark::State& state) {
     records::Workload describe(uint64_t id) override { return {id, "/bench/nginx"}; }
     void refresh(records::Workload&) override {}
   } workloads;
+  flows::NetworkScope scope;
   auto writer = records::JsonLinesWriter::open("/dev/null");
   if (!writer) {
     state.SkipWithError("cannot open /dev/null");
     return;
   }
   for (auto _ : state) {
-    flows::ConnectionTracker tracker(**writer, extractor, workloads, wall);
+    flows::ConnectionTracker tracker(**writer, extractor, workloads, scope, wall);
     events::Decoder decoder(tracker);
     for (const auto& r : records()) decoder.decode(r);
     if (tracker.stats().http_records != kExchanges) state.SkipWithError("records lost");

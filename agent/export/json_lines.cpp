@@ -121,18 +121,34 @@ void appendIdentity(std::string& out, const Workload& w) {
 }
 
 // ts, type, direction, workload, local, remote: what every record starts with.
-void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
-  const Workload& workload = flow.workload;
-  out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
-  out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
-  out.append("\",\"workload\":{\"cgroup_id\":");
+// "key":{"cgroup_id":..,...}
+void appendWorkload(std::string& out, std::string_view key, const Workload& workload) {
+  appendKey(out, key);
+  out.append("{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
   appendIdentity(out, workload);
-  out.append("},");
+  out.push_back('}');
+}
+
+void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
+  out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
+  out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
+  out.append("\",");
+  appendWorkload(out, "workload", flow.workload);
+  out.push_back(',');
   appendEndpoint(out, "local", flow.local);
   out.push_back(',');
   appendEndpoint(out, "remote", flow.remote);
+  if (!flow.peer.scope.empty()) {
+    out.append(",\"peer\":{\"scope\":");
+    appendString(out, flow.peer.scope);
+    if (flow.peer.workload) {
+      out.push_back(',');
+      appendWorkload(out, "workload", *flow.peer.workload);
+    }
+    out.push_back('}');
+  }
 }
 
 void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {

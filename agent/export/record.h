@@ -44,12 +44,19 @@ struct TlsInfo {
   std::string alpn;     // first offered protocol, empty if none
 };
 
+// The other end of a connection.
+struct Peer {
+  std::string scope;                  // "node", "cluster" or "external"
+  std::optional<Workload> workload;   // when the other end is a workload on this node
+};
+
 // Who and where: the same for every record of one connection, so records point to it.
 struct FlowInfo {
   Direction direction = Direction::kClient;
   Workload workload;
   Endpoint local;
   Endpoint remote;
+  Peer peer;
   std::optional<TlsInfo> tls;
 };
 

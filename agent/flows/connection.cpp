@@ -60,6 +60,8 @@ Connection::Connection(const apiwarden_flow& flow, records::Workload workload, u
   info_.workload = std::move(workload);
   info_.local = {formatAddress(flow.local_addr), flow.local_port};
   info_.remote = {formatAddress(flow.remote_addr), flow.remote_port};
+  std::memcpy(remote_addr_.data(), flow.remote_addr, remote_addr_.size());
+  info_.peer.scope = ctx_.scope.classify(flow.remote_addr);
   if (flow.role != APIWARDEN_ROLE_UNKNOWN) {
     info_.direction = flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer : records::Direction::kClient;
     role_known_ = true;
@@ -170,14 +172,19 @@ void Connection::responseComplete(uint64_t bytes) {
   pending_.pop_front();
 }
 
-void Connection::refreshWorkload() {
+// Fills in what was unknown when the connection was first seen: the cgroup, the pod, the peer.
+void Connection::refreshIdentities() {
   const records::Workload& w = info_.workload;
   if (!w.cgroup_path || (!w.pod_uid.empty() && w.pod.empty())) ctx_.workloads.refresh(info_.workload);
+  if (!info_.peer.workload) {
+    info_.peer.workload = ctx_.peers.workloadAt(remote_addr_.data(), info_.remote.port);
+    if (info_.peer.workload) info_.peer.scope = "node";
+  }
 }
 
 // The request is consumed: its strings move into the record.
 void Connection::writeHttp(PendingRequest& request) {
-  refreshWorkload();
+  refreshIdentities();
   records::HttpRecord record;
   record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(request.request_ns);
@@ -217,7 +224,7 @@ void Connection::onClose(const apiwarden_conn_event& event) {
     info_.direction = event.flow.role == APIWARDEN_ROLE_SERVER ? records::Direction::kServer
                                                                 : records::Direction::kClient;
   }
-  refreshWorkload();
+  refreshIdentities();
   records::ConnectionRecord record;
   record.flow = &info_;
   record.ts_ns = ctx_.wall.toRealtimeNs(event.hdr.ts_ns);

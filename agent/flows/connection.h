@@ -7,6 +7,7 @@
 
 #include "agent/credentials/credential.h"
 #include "agent/export/record.h"
+#include "agent/flows/network_scope.h"
 #include "agent/flows/reassembler.h"
 #include "agent/protocols/http/parser.h"
 #include "apiwarden/abi.h"
@@ -56,11 +57,20 @@ class WorkloadDirectory {
   virtual void refresh(records::Workload& workload) = 0;
 };
 
+// The workload on this node whose socket has a given local endpoint, if any.
+class PeerDirectory {
+ public:
+  virtual ~PeerDirectory() = default;
+  virtual std::optional<records::Workload> workloadAt(const uint8_t addr[16], uint16_t port) = 0;
+};
+
 // What every connection shares: where records go and how time and workloads are named.
 struct ConnectionContext {
   records::RecordSink& sink;
   const credentials::CredentialExtractor& credentials;
   WorkloadDirectory& workloads;
+  PeerDirectory& peers;
+  const NetworkScope& scope;
   const WallClockMapper& wall;
   const TrackerOptions& options;
   TrackerStats& stats;
@@ -118,11 +128,12 @@ class Connection {
   void responseComplete(uint64_t bytes);
   void feedTlsHello(std::span<const uint8_t> data);
   void writeHttp(PendingRequest& request);
-  void refreshWorkload();
+  void refreshIdentities();
   bool isClient() const { return info_.direction == records::Direction::kClient; }
 
   ConnectionContext& ctx_;
   records::FlowInfo info_;
+  std::array<uint8_t, 16> remote_addr_;
   bool role_known_ = false;
   Mode mode_ = Mode::kUndecided;
   uint64_t last_seen_ns_;

@@ -84,6 +84,10 @@ class CaptureTest(IntegrationTest):
             self.assertEqual(c["local"]["port"], s["remote"]["port"])
         self.assertEqual(client[0]["workload"]["cgroup_path"], self.client.rel)
         self.assertEqual(server[0]["workload"]["cgroup_path"], self.server.rel)
+        # Both ends are workloads on this node: each record names the other.
+        self.assertEqual(client[0]["peer"]["scope"], "node")
+        self.assertEqual(client[0]["peer"]["workload"]["cgroup_path"], self.server.rel)
+        self.assertEqual(server[0]["peer"]["workload"]["cgroup_path"], self.client.rel)
         # One connection carried them all.
         self.assertEqual(len({r["local"]["port"] for r in client}), 1)
         conn = agent.wait_records(lambda r: r["type"] == "connection" and r["workload"]["cgroup_id"] == self.client.id,

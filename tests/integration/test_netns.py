@@ -68,7 +68,7 @@ class NetnsTest(IntegrationTest):
             return probe.stdout == "404"
         wait_for(server_up, timeout=10, what="server in the namespace")
 
-        agent = self.start_agent()
+        agent = self.start_agent("--cluster-cidr", "169.254.77.0/30")
         self.run_in([sys.executable, "-c", CLIENT, NS_IP, str(port), "200"], client_cg)
 
         for cgroup, direction in ((client_cg, "client"), (server_cg, "server")):
@@ -82,6 +82,14 @@ class NetnsTest(IntegrationTest):
         self.assertEqual(client_rec["local"]["ip"], HOST_IP)
         self.assertEqual(client_rec["remote"]["ip"], NS_IP)
         self.assertEqual(client_rec["remote"]["port"], port)
+        # The server in the namespace is a workload on this node too: found by its socket.
+        self.assertEqual(client_rec["peer"]["workload"]["cgroup_id"], server_cg.id)
+        self.assertEqual(client_rec["peer"]["scope"], "node")
+        # A caller outside the monitored tree is no known workload: only the CIDR says where it is.
+        subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{NS_IP}:{port}/users/outsider"], check=True)
+        outsider = agent.wait_records(lambda r: r["type"] == "http" and r["workload"]["cgroup_id"] == server_cg.id
+                                      and r["http"]["path"] == "/users/outsider", 1, what="the outsider's record")[0]
+        self.assertEqual(outsider["peer"], {"scope": "cluster"})
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ apiwarden_flow makeFlow(uint64_t cookie, uint8_t role) {
 }
 
 struct FixedWorkloads final : WorkloadDirectory {
-  records::Workload describe(uint64_t cgroup_id) override { return {cgroup_id, "/demo/client"}; }
+  records::Workload describe(uint64_t cgroup_id) override {
+    return {cgroup_id, "/demo/" + std::to_string(cgroup_id)};
+  }
   void refresh(records::Workload&) override {}
 };
 
@@ -57,7 +59,7 @@ class TrackerTest : public ::testing::Test {
       : wall_(clock_),
         fingerprinter_(std::vector<uint8_t>(32, 7)),
         extractor_(fingerprinter_),
-        tracker_(sink_, extractor_, workloads_, wall_) {}
+        tracker_(sink_, extractor_, workloads_, scope_, wall_) {}
 
   // One segment of the stream in `direction`, continuing where the previous one left off.
   void segment(const apiwarden_flow& flow, uint8_t direction, const std::string& data, uint64_t ts_ns,
@@ -91,6 +93,7 @@ class TrackerTest : public ::testing::Test {
   credentials::Fingerprinter fingerprinter_;
   credentials::CredentialExtractor extractor_;
   FixedWorkloads workloads_;
+  NetworkScope scope_;
   ConnectionTracker tracker_;
   uint32_t seq_[2] = {1000, 5000};
 };
@@ -116,7 +119,7 @@ TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
   EXPECT_EQ(r.credential.fingerprint, fingerprinter_.fingerprint("abc"));
   EXPECT_EQ(r.credential.source, "header:authorization");
   EXPECT_EQ(r.flow->workload.cgroup_id, 77u);
-  EXPECT_EQ(r.flow->workload.cgroup_path, "/demo/client");
+  EXPECT_EQ(r.flow->workload.cgroup_path, "/demo/77");
   EXPECT_EQ(r.flow->local.ip, "127.0.0.1");
   EXPECT_EQ(r.flow->remote.port, 8080);
   EXPECT_EQ(r.ts_ns, wall_.toRealtimeNs(1'000'000));
@@ -207,6 +210,28 @@ TEST_F(TrackerTest, CloseOfAConnectionNeverSeenStillGivesItsRecord) {
   ASSERT_EQ(sink_.connections.size(), 1u);
   EXPECT_EQ(sink_.connections[0].flow->direction, records::Direction::kServer);
   EXPECT_EQ(sink_.connections[0].bytes_received, 20u);
+}
+
+TEST_F(TrackerTest, BothEndsOfANodeLocalCallNameEachOther) {
+  auto client = makeFlow(20, APIWARDEN_ROLE_CLIENT);  // 127.0.0.1:40000 -> 127.0.0.1:8080, cgroup 77
+  auto server = makeFlow(21, APIWARDEN_ROLE_SERVER);
+  server.cgroup_id = 88;
+  std::swap(server.local_port, server.remote_port);
+  segment(client, APIWARDEN_DIR_EGRESS, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 1);
+  seq_[APIWARDEN_DIR_EGRESS] = 1000;
+  seq_[APIWARDEN_DIR_INGRESS] = 5000;
+  segment(server, APIWARDEN_DIR_INGRESS, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n", 2);
+  segment(server, APIWARDEN_DIR_EGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3);
+  seq_[APIWARDEN_DIR_INGRESS] = 5000;
+  segment(client, APIWARDEN_DIR_INGRESS, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4);
+  ASSERT_EQ(sink_.http.size(), 2u);
+  const auto& on_server = sink_.http[0].info;
+  const auto& on_client = sink_.http[1].info;
+  ASSERT_TRUE(on_server.peer.workload);
+  ASSERT_TRUE(on_client.peer.workload);
+  EXPECT_EQ(on_server.peer.workload->cgroup_id, 77u);
+  EXPECT_EQ(on_client.peer.workload->cgroup_id, 88u);
+  EXPECT_EQ(on_client.peer.scope, "node");
 }
 
 TEST_F(TrackerTest, IdleConnectionsAreSwept) {
