@@ -151,19 +151,35 @@ void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const
   }
 }
 
+void appendCertificate(std::string& out, std::string_view key, const tls::CertificateInfo& cert) {
+  out.push_back(',');
+  appendKey(out, key);
+  out.append("{\"subject\":");
+  appendString(out, cert.subject);
+  appendField(out, "issuer", cert.issuer);
+  out.append(",\"sans\":[");
+  for (size_t i = 0; i < cert.sans.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    appendString(out, cert.sans[i]);
+  }
+  out.push_back(']');
+  appendField(out, "not_after", cert.not_after);
+  appendField(out, "sha256", cert.sha256);
+  out.push_back('}');
+}
+
 void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
   if (!tls) return;
   out.append(",\"tls\":{");
-  bool first = true;
+  size_t mark = out.size();
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"sni", &tls->sni},
                             {"version", &tls->version},
                             {"alpn", &tls->alpn}}) {
-    if (value->empty()) continue;
-    if (!first) out.push_back(',');
-    first = false;
-    appendKey(out, key);
-    appendString(out, *value);
+    if (!value->empty()) appendField(out, key, *value);
   }
+  if (tls->server_cert) appendCertificate(out, "server_cert", *tls->server_cert);
+  if (tls->client_cert) appendCertificate(out, "client_cert", *tls->client_cert);
+  if (out.size() > mark) out.erase(mark, 1);  // the first field's leading comma
   out.push_back('}');
 }
 

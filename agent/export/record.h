@@ -3,6 +3,7 @@
 #pragma once
 
 #include "agent/credentials/credential.h"
+#include "agent/protocols/tls/certificate.h"
 
 #include <cstdint>
 #include <optional>
@@ -42,6 +43,8 @@ struct TlsInfo {
   std::string sni;      // may be empty when the ClientHello had none
   std::string version;  // "TLS1.3" ...
   std::string alpn;     // first offered protocol, empty if none
+  std::optional<tls::CertificateInfo> server_cert;  // TLS 1.2: the server's leaf certificate
+  std::optional<tls::CertificateInfo> client_cert;  // TLS 1.2 mutual TLS: the client's
 };
 
 // The other end of a connection.

@@ -1,5 +1,6 @@
 #include "agent/flows/connection.h"
 
+#include "agent/protocols/tls/certificate.h"
 #include "agent/protocols/tls/client_hello.h"
 
 #include <arpa/inet.h>
@@ -68,9 +69,7 @@ Connection::Connection(const apiwarden_flow& flow, records::Workload workload, u
   }
 }
 
-Connection::~Connection() {
-  if (!hello_.empty()) std::fill(hello_.begin(), hello_.end(), 0);
-}
+Connection::~Connection() = default;
 
 // A connection that predates the agent has no role from the kernel: the first payload tells.
 void Connection::decideRole(uint8_t direction, std::span<const uint8_t> data) {
@@ -92,7 +91,7 @@ void Connection::onPayload(const apiwarden_payload_event& event, std::span<const
     mode_ = isTlsHandshake(data) ? Mode::kTls : Mode::kHttp;
   }
   if (mode_ == Mode::kTls) {
-    if (request_stream && !hello_done_) feedTlsHello(data);
+    feedTls(request_stream, data);
     return;
   }
   segment_ns_ = event.hdr.ts_ns;
@@ -100,24 +99,51 @@ void Connection::onPayload(const apiwarden_payload_event& event, std::span<const
   stream.reassembler.push(event.seq, event.payload_len, data, stream);
 }
 
-void Connection::feedTlsHello(std::span<const uint8_t> data) {
-  size_t room = ctx_.options.max_tls_hello_bytes - hello_.size();
-  hello_.insert(hello_.end(), data.begin(), data.begin() + static_cast<ptrdiff_t>(std::min(room, data.size())));
+// The handshake flights in the clear: the ClientHello, and on TLS 1.2 the certificates.
+void Connection::feedTls(bool request_stream, std::span<const uint8_t> data) {
+  std::vector<uint8_t>& flight = request_stream ? hello_ : server_flight_;
+  bool done = request_stream ? hello_done_ && client_cert_done_ : server_cert_done_;
+  if (done) return;
+  size_t room = ctx_.options.max_tls_hello_bytes - flight.size();
+  flight.insert(flight.end(), data.begin(), data.begin() + static_cast<ptrdiff_t>(std::min(room, data.size())));
+  if (request_stream && !hello_done_) readClientHello();
+  if (!info_.tls) return;  // certificates are attached once the ClientHello is known
+  if (!client_cert_done_) {
+    if (auto cert = readCertificate(hello_, client_cert_done_)) info_.tls->client_cert = std::move(cert);
+  }
+  if (!server_cert_done_) {
+    if (auto cert = readCertificate(server_flight_, server_cert_done_)) info_.tls->server_cert = std::move(cert);
+  }
+}
+
+void Connection::readClientHello() {
   auto hello = tls::parseClientHello(hello_);
   if (!hello && hello.error() == tls::HelloError::kNeedMore && hello_.size() < ctx_.options.max_tls_hello_bytes) {
     return;
   }
   hello_done_ = true;
-  std::fill(hello_.begin(), hello_.end(), 0);
-  hello_.clear();
-  hello_.shrink_to_fit();
   if (!hello) {
     ++ctx_.stats.tls_hello_errors;
+    client_cert_done_ = server_cert_done_ = true;
     return;
   }
   ++ctx_.stats.tls_hellos;
   info_.tls = records::TlsInfo{hello->sni, tls::versionName(hello->max_version),
-                          hello->alpn.empty() ? std::string() : hello->alpn.front()};
+                               hello->alpn.empty() ? std::string() : hello->alpn.front()};
+}
+
+// The leaf certificate of one direction's flight, once it is there (or known not to be).
+std::optional<tls::CertificateInfo> Connection::readCertificate(std::vector<uint8_t>& flight, bool& done) {
+  auto der = tls::findLeafCertificate(flight);
+  if (!der && der.error() == tls::HelloError::kNeedMore && flight.size() < ctx_.options.max_tls_hello_bytes) {
+    return std::nullopt;
+  }
+  done = true;
+  flight.clear();
+  flight.shrink_to_fit();
+  if (!der) return std::nullopt;
+  auto info = tls::describeCertificate(*der);
+  return info ? std::optional(*info) : std::nullopt;
 }
 
 void Connection::requestHead(const http::RequestHead& head) {

@@ -126,7 +126,9 @@ class Connection {
   http::ResponseBody responseHead(const http::ResponseHead& head);
   void requestComplete(uint64_t bytes);
   void responseComplete(uint64_t bytes);
-  void feedTlsHello(std::span<const uint8_t> data);
+  void feedTls(bool request_stream, std::span<const uint8_t> data);
+  void readClientHello();
+  std::optional<tls::CertificateInfo> readCertificate(std::vector<uint8_t>& flight, bool& done);
   void writeHttp(PendingRequest& request);
   void refreshIdentities();
   bool isClient() const { return info_.direction == records::Direction::kClient; }
@@ -143,8 +145,9 @@ class Connection {
   std::deque<PendingRequest> pending_;
   bool interim_response_ = false;  // a 1xx is being parsed
   bool orphan_response_ = false;   // a response with no request is being parsed
-  std::vector<uint8_t> hello_;
-  bool hello_done_ = false;
+  std::vector<uint8_t> hello_;          // the client's handshake flights (bounded)
+  std::vector<uint8_t> server_flight_;  // the server's
+  bool hello_done_ = false, client_cert_done_ = false, server_cert_done_ = false;
   uint64_t http_requests_ = 0;
 };
 

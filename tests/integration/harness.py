@@ -205,8 +205,8 @@ class IntegrationTest(unittest.TestCase):
             raise AssertionError(f"{argv[0]} failed ({p.returncode}): {err.decode(errors='replace')[-2000:]}")
         return out
 
-    def start_nginx(self, cgroup, port, ipv6_port=None, tls=None):
-        """A real nginx serving fixed responses; tls=(cert, key) adds an HTTPS listener on port."""
+    def start_nginx(self, cgroup, port, ipv6_port=None, tls=None, tls_directives=""):
+        """A real nginx serving fixed responses; tls=(cert, key) makes port an HTTPS listener."""
         conf_dir = tempfile.mkdtemp(dir=self.workdir, prefix="nginx-")
         root = os.path.join(conf_dir, "www")
         os.makedirs(os.path.join(root, "api"))
@@ -215,7 +215,7 @@ class IntegrationTest(unittest.TestCase):
         listen = f"listen 127.0.0.1:{port}{' ssl' if tls else ''};"
         if ipv6_port:
             listen += f"\n    listen [::1]:{ipv6_port};"
-        ssl = f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};" if tls else ""
+        ssl = f"ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};\n    {tls_directives}" if tls else ""
         conf = f"""
 daemon off;
 master_process off;
@@ -251,10 +251,10 @@ http {{
             wait_port(ipv6_port, "::1")
         return p
 
-    def make_cert(self, name, ip=False):
+    def make_cert(self, name, ip=False, stem="cert"):
         """A self-signed certificate for a DNS name (or, ip=True, an IP address)."""
-        cert = os.path.join(self.workdir, "cert.pem")
-        key = os.path.join(self.workdir, "key.pem")
+        cert = os.path.join(self.workdir, f"{stem}.pem")
+        key = os.path.join(self.workdir, f"{stem}-key.pem")
         san = f"IP:{name}" if ip else f"DNS:{name}"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                         "-nodes", "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
