@@ -15,29 +15,28 @@ static __always_inline void events__header(struct apiwarden_record_header *hdr, 
 	hdr->ts_ns = bpf_ktime_get_ns();
 }
 
-/* Copies the segment's payload (up to APIWARDEN_CAPTURE_MAX bytes) into one payload record. */
-static __always_inline void events__payload(struct __sk_buff *skb, const struct packet_info *pi,
-					    __u8 direction, __u8 role)
+/*
+ * One payload record reserved straight in the ring buffer, with room for `cap` bytes: no shared
+ * scratch buffer, so a softirq that interrupts a task-context program on this CPU cannot mix two
+ * records. cap must be a constant (bpf_ringbuf_reserve needs one): callers pick a size class.
+ */
+static __always_inline void events__payload_class(struct __sk_buff *skb, const struct packet_info *pi,
+						  __u8 direction, __u8 role, __u32 len, __u8 flags, const __u32 cap)
 {
-	__u32 zero = 0;
-	struct apiwarden_payload_scratch *scratch = bpf_map_lookup_elem(&apiwarden_scratch, &zero);
 	struct apiwarden_payload_event *ev;
-	__u32 len = pi->payload_len;
 
-	if (!scratch)
+	if (len > cap)
+		len = cap;
+	ev = bpf_ringbuf_reserve(&apiwarden_events, sizeof(*ev) + cap, 0);
+	if (!ev) {
+		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
 		return;
-	ev = &scratch->event;
-	ev->flags = 0;
-	if (len > APIWARDEN_CAPTURE_MAX) {
-		len = APIWARDEN_CAPTURE_MAX;
-		ev->flags |= APIWARDEN_PAYLOAD_TRUNCATED;
-		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
 	}
-	if (bpf_skb_load_bytes(skb, pi->payload_off, scratch->data, len)) {
+	if (bpf_skb_load_bytes(skb, pi->payload_off, (void *)(ev + 1), len)) {
+		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		stats__inc(APIWARDEN_STAT_UNPARSED);
 		return;
 	}
-
 	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
 	ev->flow.cgroup_id = bpf_skb_cgroup_id(skb);
 	ev->flow.cookie = bpf_get_socket_cookie(skb);
@@ -59,12 +58,30 @@ static __always_inline void events__payload(struct __sk_buff *skb, const struct 
 	ev->payload_len = pi->payload_len;
 	ev->captured_len = len;
 	ev->direction = direction;
+	ev->flags = flags;
 	ev->pad0 = 0;
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	stats__inc(APIWARDEN_STAT_RECORDS);
+}
 
-	if (bpf_ringbuf_output(&apiwarden_events, scratch, sizeof(*ev) + len, BPF_RB_NO_WAKEUP))
-		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
+/* Copies the segment's payload (up to APIWARDEN_CAPTURE_MAX bytes) into one payload record. */
+static __always_inline void events__payload(struct __sk_buff *skb, const struct packet_info *pi,
+					    __u8 direction, __u8 role)
+{
+	__u32 len = pi->payload_len;
+	__u8 flags = 0;
+
+	if (len > APIWARDEN_CAPTURE_MAX) {
+		len = APIWARDEN_CAPTURE_MAX;
+		flags = APIWARDEN_PAYLOAD_TRUNCATED;
+		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
+	}
+	if (len <= 512)
+		events__payload_class(skb, pi, direction, role, len, flags, 512);
+	else if (len <= 4096)
+		events__payload_class(skb, pi, direction, role, len, flags, 4096);
 	else
-		stats__inc(APIWARDEN_STAT_RECORDS);
+		events__payload_class(skb, pi, direction, role, len, flags, APIWARDEN_CAPTURE_MAX);
 }
 
 #endif

@@ -31,17 +31,4 @@ struct {
 	__type(value, struct apiwarden_sock_state);
 } apiwarden_sock_states SEC(".maps") __weak;
 
-/* One payload record under construction, per CPU (too large for the 512-byte stack). */
-struct apiwarden_payload_scratch {
-	struct apiwarden_payload_event event;
-	__u8 data[APIWARDEN_CAPTURE_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct apiwarden_payload_scratch);
-} apiwarden_scratch SEC(".maps") __weak;
-
 #endif

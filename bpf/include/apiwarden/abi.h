@@ -60,7 +60,8 @@ enum apiwarden_stat {
 struct apiwarden_record_header {
 	__u16 type;    /* enum apiwarden_record_type */
 	__u16 version; /* APIWARDEN_ABI_VERSION */
-	__u32 length;  /* bytes of the whole record, this header included */
+	__u32 length;  /* bytes of the whole record, this header included; the ring-buffer slot may be
+	                  larger (records are reserved in size classes): bytes past length are not part of it */
 	__u64 ts_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 };
 APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_record_header) == 16, "abi: record header size");
