@@ -98,6 +98,17 @@ struct Pipeline {
     s.decoder = decoder->stats();
     s.tracker = tracker->stats();
     s.connections_tracked = tracker->size();
+    if (auto* tls = capture->tls()) s.tls_libraries = tls->libraries();
+    s.cgroups = cgroups->stats();
+    s.workloads = workloads->stats();
+    if (pod_watcher) {
+      const auto& kube = pod_watcher->stats();
+      s.kube_lists = kube.lists;
+      s.kube_watches = kube.watches;
+      s.kube_events = kube.events;
+      s.kube_relists_gone = kube.relists_gone;
+      s.kube_errors = kube.errors;
+    }
     s.records_written = writer->written();
     s.record_write_errors = writer->writeErrors();
     return s;
@@ -136,7 +147,7 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
   p.tracker = std::make_unique<flows::ConnectionTracker>(*p.sink, *p.credentials, *p.workloads, p.scope, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
-  loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20};
+  loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20, options.tls_plaintext};
   auto capture = loader::CaptureProgram::open(capture_options);
   if (!capture) return std::unexpected(std::move(capture.error()).context("starting capture"));
   p.capture = std::move(*capture);
@@ -185,6 +196,7 @@ Result<void> runAgent(const AgentOptions& options) {
   every(flush_timer, std::chrono::milliseconds(options.flush_interval_ms), [&] { pipeline.sink->flush(); });
   every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
     pipeline.tracker->sweep(pipeline.clock.monotonicNs());
+    if (auto* tls = pipeline.capture->tls()) tls->scan();
     pipeline.metrics.update(pipeline.snapshot());
   });
 

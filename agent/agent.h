@@ -21,6 +21,7 @@ struct AgentOptions {
   std::string node_name;            // the pods to watch; empty: $NODE_NAME, else the host name
   std::string trust_domain = "cluster.local";  // of SPIFFE IDs
   std::vector<std::string> cluster_cidrs;       // pod, service and node networks: peers there are "cluster"
+  bool tls_plaintext = true;        // read HTTPS in plaintext through OpenSSL uprobes
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;
   uint32_t flush_interval_ms = 50;

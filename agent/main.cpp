@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   app.add_option("--trust-domain", options.trust_domain, "SPIFFE trust domain")->capture_default_str();
   app.add_option("--cluster-cidr", options.cluster_cidrs,
                  "a pod, service or node network (repeatable): peers there are tagged \"cluster\"");
+  app.add_flag("--tls-plaintext,!--no-tls-plaintext", options.tls_plaintext,
+               "read HTTPS in plaintext through uprobes on OpenSSL's SSL_write/SSL_read")
+      ->capture_default_str();
   app.add_option("--ringbuf-mib", options.ringbuf_mib, "ring buffer size in MiB (power of two)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1024u));

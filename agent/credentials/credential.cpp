@@ -227,4 +227,12 @@ Credential CredentialExtractor::extract(const http::RequestHead& head) const {
   return {};
 }
 
+Credential CredentialExtractor::fromClientCertificate(std::string_view sha256_hex) const {
+  Credential credential;
+  credential.scheme = Scheme::kMtls;
+  credential.fingerprint = fingerprinter_.fingerprint(sha256_hex);
+  credential.source = "tls:client_certificate";
+  return credential;
+}
+
 }  // namespace apiwarden::credentials

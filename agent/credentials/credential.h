@@ -37,6 +37,8 @@ class CredentialExtractor {
   // The strongest credential of a request: Authorization, then API-key headers, then
   // Proxy-Authorization, then a credential query parameter, then a session cookie.
   Credential extract(const http::RequestHead& head) const;
+  // Mutual TLS: the client certificate (by its SHA-256, hex) as the credential.
+  Credential fromClientCertificate(std::string_view sha256_hex) const;
 
  private:
   std::optional<Credential> fromHeader(const http::CredentialHeader& header) const;

@@ -179,6 +179,7 @@ void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
   }
   if (tls->server_cert) appendCertificate(out, "server_cert", *tls->server_cert);
   if (tls->client_cert) appendCertificate(out, "client_cert", *tls->client_cert);
+  if (tls->intercepted) out.append(",\"intercepted\":true");
   if (out.size() > mark) out.erase(mark, 1);  // the first field's leading comma
   out.push_back('}');
 }

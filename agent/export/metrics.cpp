@@ -120,6 +120,29 @@ AgentMetrics::AgentMetrics(size_t max_workloads)
   mirrors_.emplace_back(unanswered.Add({{"reason", "no_request"}}));
   mirrors_.emplace_back(unanswered.Add({{"reason", "too_many_pending"}}));
 
+  mirrors_.emplace_back(lost.Add({{"reason", "tls_plaintext"}}));
+  auto& identity = BuildCounter()
+                       .Name("apiwarden_identity_lookups_total")
+                       .Help("Workload identity lookups by stage (cgroup path, workload cache, pod metadata) and result")
+                       .Register(*registry_);
+  mirrors_.emplace_back(identity.Add({{"stage", "cgroup"}, {"result", "hit"}}));
+  mirrors_.emplace_back(identity.Add({{"stage", "cgroup"}, {"result", "miss"}}));
+  mirrors_.emplace_back(identity.Add({{"stage", "workload_cache"}, {"result", "hit"}}));
+  mirrors_.emplace_back(identity.Add({{"stage", "workload_cache"}, {"result", "miss"}}));
+  mirrors_.emplace_back(identity.Add({{"stage", "pod"}, {"result", "miss"}}));
+  auto& kube = BuildCounter()
+                   .Name("apiwarden_kube_api_total")
+                   .Help("Kubernetes API pod list/watch activity: lists, watches, events, relists after 410 Gone, errors")
+                   .Register(*registry_);
+  for (const char* event : {"list", "watch", "event", "relist_gone", "error"}) {
+    mirrors_.emplace_back(kube.Add({{"event", event}}));
+  }
+
+  tls_libraries_ = &BuildGauge()
+                        .Name("apiwarden_tls_libraries_probed")
+                        .Help("TLS library files (libssl) with plaintext uprobes attached")
+                        .Register(*registry_)
+                        .Add({});
   connections_tracked_ = &BuildGauge()
                               .Name("apiwarden_flows_connections_tracked")
                               .Help("Connections currently tracked")
@@ -165,6 +188,16 @@ void AgentMetrics::update(const PipelineSnapshot& s) {
   mirrors_[i++].set(s.tracker.unanswered_requests);
   mirrors_[i++].set(s.tracker.orphan_responses);
   mirrors_[i++].set(s.tracker.pending_overflow);
+  mirrors_[i++].set(s.kernel[APIWARDEN_STAT_LOST_TLS_PLAINTEXT]);
+  mirrors_[i++].set(s.cgroups.hits);
+  mirrors_[i++].set(s.cgroups.misses);
+  mirrors_[i++].set(s.workloads.cache_hits);
+  mirrors_[i++].set(s.workloads.described);
+  mirrors_[i++].set(s.workloads.pod_misses);
+  for (uint64_t count : {s.kube_lists, s.kube_watches, s.kube_events, s.kube_relists_gone, s.kube_errors}) {
+    mirrors_[i++].set(count);
+  }
+  tls_libraries_->Set(static_cast<double>(s.tls_libraries));
   connections_tracked_->Set(static_cast<double>(s.connections_tracked));
 }
 

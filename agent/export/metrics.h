@@ -8,6 +8,8 @@
 #include "agent/events/decoder.h"
 #include "agent/export/record.h"
 #include "agent/flows/connection.h"
+#include "agent/identity/cgroup_resolver.h"
+#include "agent/identity/workload_resolver.h"
 #include "agent/loader/capture_program.h"
 #include "apiwarden/common/result.h"
 
@@ -49,6 +51,10 @@ struct PipelineSnapshot {
   size_t connections_tracked = 0;
   uint64_t records_written = 0;
   uint64_t record_write_errors = 0;
+  size_t tls_libraries = 0;  // libssl files with plaintext probes
+  identity::CgroupResolverStats cgroups;
+  identity::WorkloadResolverStats workloads;
+  uint64_t kube_lists = 0, kube_watches = 0, kube_events = 0, kube_relists_gone = 0, kube_errors = 0;
 };
 
 class AgentMetrics {
@@ -74,6 +80,7 @@ class AgentMetrics {
   size_t max_workloads_;
   std::vector<CounterMirror> mirrors_;  // in the order update() fills them
   prometheus::Gauge* connections_tracked_ = nullptr;
+  prometheus::Gauge* tls_libraries_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Counter* workload_overflow_ = nullptr;
   std::unordered_map<uint64_t, std::unique_ptr<WorkloadSeries>> series_;  // (cgroup id, direction)

@@ -45,6 +45,7 @@ struct TlsInfo {
   std::string alpn;     // first offered protocol, empty if none
   std::optional<tls::CertificateInfo> server_cert;  // TLS 1.2: the server's leaf certificate
   std::optional<tls::CertificateInfo> client_cert;  // TLS 1.2 mutual TLS: the client's
+  bool intercepted = false;  // the plaintext was read at the TLS library (uprobes)
 };
 
 // The other end of a connection.

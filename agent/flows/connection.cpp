@@ -86,6 +86,10 @@ void Connection::onPayload(const apiwarden_payload_event& event, std::span<const
   bool egress = event.direction == APIWARDEN_DIR_EGRESS;
   bool request_stream = egress == isClient();
 
+  if (event.flags & APIWARDEN_PAYLOAD_TLS_PLAINTEXT) {
+    feedPlaintext(event, request_stream, data);
+    return;
+  }
   if (mode_ == Mode::kUndecided) {
     if (!request_stream) return;  // wait for the client's first bytes to decide
     mode_ = isTlsHandshake(data) ? Mode::kTls : Mode::kHttp;
@@ -94,6 +98,17 @@ void Connection::onPayload(const apiwarden_payload_event& event, std::span<const
     feedTls(request_stream, data);
     return;
   }
+  segment_ns_ = event.hdr.ts_ns;
+  Stream& stream = request_stream ? requests_ : responses_;
+  stream.reassembler.push(event.seq, event.payload_len, data, stream);
+}
+
+// Decrypted bytes: the wire carries TLS, the HTTP parsers get the plaintext (its own seq space).
+void Connection::feedPlaintext(const apiwarden_payload_event& event, bool request_stream,
+                               std::span<const uint8_t> data) {
+  if (mode_ == Mode::kUndecided) mode_ = Mode::kTls;  // a connection that predates the agent
+  if (!info_.tls) info_.tls.emplace();
+  info_.tls->intercepted = true;
   segment_ns_ = event.hdr.ts_ns;
   Stream& stream = request_stream ? requests_ : responses_;
   stream.reassembler.push(event.seq, event.payload_len, data, stream);
@@ -128,8 +143,10 @@ void Connection::readClientHello() {
     return;
   }
   ++ctx_.stats.tls_hellos;
-  info_.tls = records::TlsInfo{hello->sni, tls::versionName(hello->max_version),
-                               hello->alpn.empty() ? std::string() : hello->alpn.front()};
+  if (!info_.tls) info_.tls.emplace();
+  info_.tls->sni = hello->sni;
+  info_.tls->version = tls::versionName(hello->max_version);
+  info_.tls->alpn = hello->alpn.empty() ? std::string() : hello->alpn.front();
 }
 
 // The leaf certificate of one direction's flight, once it is there (or known not to be).
@@ -158,6 +175,9 @@ void Connection::requestHead(const http::RequestHead& head) {
   request.host = head.host;
   request.version = head.version_minor == 0 ? "1.0" : "1.1";
   request.credential = ctx_.credentials.extract(head);
+  if (request.credential.scheme == credentials::Scheme::kNone && info_.tls && info_.tls->client_cert) {
+    request.credential = ctx_.credentials.fromClientCertificate(info_.tls->client_cert->sha256);
+  }
   request.request_ns = segment_ns_;
 }
 
@@ -233,7 +253,7 @@ void Connection::writeHttp(PendingRequest& request) {
 
 void Connection::onClose(const apiwarden_conn_event& event) {
   last_seen_ns_ = event.hdr.ts_ns;
-  if (mode_ == Mode::kHttp) {
+  if (mode_ == Mode::kHttp || (info_.tls && info_.tls->intercepted)) {
     requests_.reassembler.flush(requests_);
     responses_.reassembler.flush(responses_);
     responses_.parser_.finish();

@@ -83,6 +83,7 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
+  // A TCP segment's payload, or (APIWARDEN_PAYLOAD_TLS_PLAINTEXT) plaintext read at the TLS library.
   void onPayload(const apiwarden_payload_event& event, std::span<const uint8_t> data);
   // The socket closed: finishes both streams, writes what is pending and the connection record.
   void onClose(const apiwarden_conn_event& event);
@@ -127,6 +128,7 @@ class Connection {
   void requestComplete(uint64_t bytes);
   void responseComplete(uint64_t bytes);
   void feedTls(bool request_stream, std::span<const uint8_t> data);
+  void feedPlaintext(const apiwarden_payload_event& event, bool request_stream, std::span<const uint8_t> data);
   void readClientHello();
   std::optional<tls::CertificateInfo> readCertificate(std::vector<uint8_t>& flight, bool& done);
   void writeHttp(PendingRequest& request);

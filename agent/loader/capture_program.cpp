@@ -94,11 +94,24 @@ Result<std::unique_ptr<CaptureProgram>> CaptureProgram::open(const CaptureOption
   if (bpf_map__set_max_entries(program->skel_->maps.apiwarden_events, options.ringbuf_bytes) != 0) {
     return fail(errno, "sizing the ring buffer to " + std::to_string(options.ringbuf_bytes) + " bytes");
   }
+  auto& progs = program->skel_->progs;
+  TlsPrograms tls{progs.apiwarden_ssl_write, progs.apiwarden_ssl_write_ex, progs.apiwarden_ssl_write_ret,
+                  progs.apiwarden_ssl_read,  progs.apiwarden_ssl_read_ex,  progs.apiwarden_ssl_read_ret,
+                  progs.apiwarden_ssl_syscall, program->skel_->maps.apiwarden_scope};
+  if (!options.tls_plaintext) {
+    for (bpf_program* prog : {tls.write, tls.write_ex, tls.write_ret, tls.read, tls.read_ex, tls.read_ret, tls.syscall}) {
+      bpf_program__set_autoload(prog, false);
+    }
+  }
   if (apiwarden_bpf__load(program->skel_) != 0) {
     int err = errno;
     return fail(err, "loading the BPF programs into the kernel; libbpf said:" + recentWarnings());
   }
   if (auto attached = program->attach(options.cgroup_dir); !attached) return std::unexpected(attached.error());
+  if (options.tls_plaintext) {
+    program->tls_ = std::make_unique<TlsProbes>(tls);
+    if (auto started = program->tls_->start(program->cgroup_fd_); !started) return std::unexpected(started.error());
+  }
   return program;
 }
 
@@ -122,6 +135,7 @@ Result<void> CaptureProgram::attach(const std::string& cgroup_dir) {
 }
 
 CaptureProgram::~CaptureProgram() {
+  tls_.reset();
   for (bpf_link* link : links_) bpf_link__destroy(link);
   if (cgroup_fd_ >= 0) ::close(cgroup_fd_);
   if (skel_) apiwarden_bpf__destroy(skel_);

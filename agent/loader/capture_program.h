@@ -2,6 +2,7 @@
 // subtree, and detaches everything when destroyed.
 #pragma once
 
+#include "agent/loader/tls_probes.h"
 #include "apiwarden/abi.h"
 #include "apiwarden/common/result.h"
 
@@ -19,6 +20,7 @@ namespace apiwarden::loader {
 struct CaptureOptions {
   std::string cgroup_dir;               // absolute path of the monitored cgroup v2 directory
   uint32_t ringbuf_bytes = 32u << 20;   // power of two, multiple of the page size
+  bool tls_plaintext = true;            // OpenSSL uprobes (bpf/progs/tls.bpf.c)
 };
 
 using KernelStats = std::array<uint64_t, APIWARDEN_STAT_MAX>;
@@ -39,6 +41,8 @@ class CaptureProgram {
   int eventsFd() const;
   // Kernel counters, summed over CPUs.
   Result<KernelStats> readStats() const;
+  // The TLS plaintext probes, when enabled: scan() them now and then for new libraries.
+  TlsProbes* tls() { return tls_.get(); }
 
  private:
   CaptureProgram() = default;
@@ -47,6 +51,7 @@ class CaptureProgram {
   apiwarden_bpf* skel_ = nullptr;
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> links_;
+  std::unique_ptr<TlsProbes> tls_;
 };
 
 }  // namespace apiwarden::loader

@@ -177,47 +177,6 @@ class CaptureTest(IntegrationTest):
         with open(agent.records_path) as f:
             self.assertNotIn("k3y-value", f.read())
 
-    def test_tls_client_hello_gives_sni(self):
-        cert, key = self.make_cert("api.apiwarden.test")
-        self.start_nginx(self.server, self.port, tls=(cert, key))
-        agent = self.start_agent()
-        self.run_in(["curl", "-sS", "-k", "-o", "/dev/null", "--resolve", f"api.apiwarden.test:{self.port}:127.0.0.1",
-                     f"https://api.apiwarden.test:{self.port}/index.html"], self.client)
-        for cgroup in (self.client, self.server):
-            rec = agent.wait_records(
-                lambda r: r["type"] == "connection" and r["workload"]["cgroup_id"] == cgroup.id, 1,
-                what="tls connection record")[0]
-            self.assertEqual(rec["tls"]["sni"], "api.apiwarden.test")
-            self.assertEqual(rec["tls"]["version"], "TLS1.3")
-        # Encrypted bytes are never parsed as HTTP.
-        self.assertEqual([r for r in agent.records() if r["type"] == "http"], [])
-
-    def test_tls12_handshake_gives_server_and_client_certificates(self):
-        cert, key = self.make_cert("api.apiwarden.test")
-        client_cert, client_key = self.make_cert("billing.client", stem="client")
-        self.start_nginx(self.server, self.port, tls=(cert, key),
-                         tls_directives="ssl_protocols TLSv1.2; ssl_verify_client optional_no_ca;")
-        agent = self.start_agent()
-        self.run_in(["curl", "-sS", "-k", "-o", "/dev/null", "--tls-max", "1.2", "--cert", client_cert, "--key",
-                     client_key, "--resolve", f"api.apiwarden.test:{self.port}:127.0.0.1",
-                     f"https://api.apiwarden.test:{self.port}/index.html"], self.client)
-
-        def fingerprint(pem):
-            out = subprocess.run(["openssl", "x509", "-in", pem, "-noout", "-fingerprint", "-sha256"],
-                                 capture_output=True, text=True, check=True).stdout
-            return out.strip().split("=", 1)[1].replace(":", "").lower()
-        for cgroup in (self.client, self.server):
-            tls = agent.wait_records(lambda r: r["type"] == "connection" and r["workload"]["cgroup_id"] == cgroup.id,
-                                     1, what="tls connection record")[0]["tls"]
-            self.assertEqual(tls["version"], "TLS1.2")
-            self.assertEqual(tls["server_cert"]["subject"], "CN=api.apiwarden.test")
-            self.assertEqual(tls["server_cert"]["issuer"], "CN=api.apiwarden.test")
-            self.assertEqual(tls["server_cert"]["sans"], ["DNS:api.apiwarden.test"])
-            self.assertEqual(tls["server_cert"]["sha256"], fingerprint(cert))
-            self.assertRegex(tls["server_cert"]["not_after"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-            self.assertEqual(tls["client_cert"]["subject"], "CN=billing.client")
-            self.assertEqual(tls["client_cert"]["sha256"], fingerprint(client_cert))
-
     def test_metrics_count_requests_by_workload_and_report_no_loss(self):
         self.start_nginx(self.server, self.port)
         agent = self.start_agent()

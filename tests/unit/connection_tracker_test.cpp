@@ -63,13 +63,14 @@ class TrackerTest : public ::testing::Test {
 
   // One segment of the stream in `direction`, continuing where the previous one left off.
   void segment(const apiwarden_flow& flow, uint8_t direction, const std::string& data, uint64_t ts_ns,
-               uint32_t uncaptured = 0) {
+               uint32_t uncaptured = 0, uint8_t flags = 0) {
     apiwarden_payload_event event{};
     event.hdr = {APIWARDEN_RECORD_PAYLOAD, APIWARDEN_ABI_VERSION,
                  static_cast<uint32_t>(sizeof(event) + data.size()), ts_ns};
     event.flow = flow;
-    uint32_t& seq = seq_[direction];
+    uint32_t& seq = flags & APIWARDEN_PAYLOAD_TLS_PLAINTEXT ? plaintext_seq_[direction] : seq_[direction];
     event.seq = seq;
+    event.flags = flags;
     event.payload_len = static_cast<uint32_t>(data.size()) + uncaptured;
     event.captured_len = static_cast<uint32_t>(data.size());
     event.direction = direction;
@@ -96,6 +97,7 @@ class TrackerTest : public ::testing::Test {
   NetworkScope scope_;
   ConnectionTracker tracker_;
   uint32_t seq_[2] = {1000, 5000};
+  uint32_t plaintext_seq_[2] = {0, 0};
 };
 
 TEST_F(TrackerTest, ClientExchangeBecomesOneRecordWithLatency) {
@@ -232,6 +234,25 @@ TEST_F(TrackerTest, BothEndsOfANodeLocalCallNameEachOther) {
   EXPECT_EQ(on_server.peer.workload->cgroup_id, 77u);
   EXPECT_EQ(on_client.peer.workload->cgroup_id, 88u);
   EXPECT_EQ(on_client.peer.scope, "node");
+}
+
+TEST_F(TrackerTest, TlsPlaintextIsParsedAndTheWireIsNot) {
+  auto flow = makeFlow(9, APIWARDEN_ROLE_CLIENT);
+  const uint8_t plaintext = APIWARDEN_PAYLOAD_TLS_PLAINTEXT;
+  // Wire: a TLS handshake record then application data, which must never reach the HTTP parsers.
+  segment(flow, APIWARDEN_DIR_EGRESS, std::string("\x16\x03\x01\x00\x05hello", 10), 1'000'000);
+  segment(flow, APIWARDEN_DIR_EGRESS, std::string("\x17\x03\x03\x00\x04GET ", 9), 1'100'000);
+  segment(flow, APIWARDEN_DIR_EGRESS, "GET /secure HTTP/1.1\r\nHost: api\r\n\r\n", 1'100'000, 0, plaintext);
+  segment(flow, APIWARDEN_DIR_INGRESS, "HTTP/1.1 204 No Content\r\n\r\n", 1'400'000, 0, plaintext);
+
+  ASSERT_EQ(sink_.http.size(), 1u);
+  const auto& r = sink_.http[0];
+  EXPECT_EQ(r.path, "/secure");
+  EXPECT_EQ(r.status, 204);
+  EXPECT_EQ(r.latency_us, 300u);
+  ASSERT_TRUE(r.flow->tls);
+  EXPECT_TRUE(r.flow->tls->intercepted);
+  EXPECT_EQ(tracker_.stats().parse_errors[static_cast<int>(http::ParseError::kBadStartLine)], 0u);
 }
 
 TEST_F(TrackerTest, IdleConnectionsAreSwept) {

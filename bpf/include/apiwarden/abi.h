@@ -54,7 +54,8 @@ enum apiwarden_stat {
 	APIWARDEN_STAT_LOST_MAP_FULL = 3, /* socket state could not be created (map/storage full) */
 	APIWARDEN_STAT_SKIPPED_OPAQUE = 4,/* payload segments of non-HTTP connections, not copied */
 	APIWARDEN_STAT_UNPARSED = 5,      /* packets whose IP/TCP headers (or payload) could not be read */
-	APIWARDEN_STAT_MAX = 6,
+	APIWARDEN_STAT_LOST_TLS_PLAINTEXT = 6, /* TLS plaintext not recorded: socket unknown or buffer unreadable */
+	APIWARDEN_STAT_MAX = 7,
 };
 
 struct apiwarden_record_header {
@@ -81,6 +82,9 @@ struct apiwarden_flow {
 APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_flow) == 56, "abi: flow size");
 
 #define APIWARDEN_PAYLOAD_TRUNCATED 0x1 /* captured_len < payload_len */
+/* Plaintext of a TLS connection read at the TLS library (SSL_write/SSL_read), not a TCP segment:
+ * seq counts plaintext bytes of that direction from the first one seen, not TCP sequence space. */
+#define APIWARDEN_PAYLOAD_TLS_PLAINTEXT 0x2
 
 struct apiwarden_payload_event {
 	struct apiwarden_record_header hdr;
