@@ -97,9 +97,11 @@ Result<std::unique_ptr<CaptureProgram>> CaptureProgram::open(const CaptureOption
   auto& progs = program->skel_->progs;
   TlsPrograms tls{progs.apiwarden_ssl_write, progs.apiwarden_ssl_write_ex, progs.apiwarden_ssl_write_ret,
                   progs.apiwarden_ssl_read,  progs.apiwarden_ssl_read_ex,  progs.apiwarden_ssl_read_ret,
-                  progs.apiwarden_ssl_syscall, program->skel_->maps.apiwarden_scope};
+                  progs.apiwarden_ssl_do_handshake, progs.apiwarden_ssl_do_handshake_ret,
+                  program->skel_->maps.apiwarden_scope};
   if (!options.tls_plaintext) {
-    for (bpf_program* prog : {tls.write, tls.write_ex, tls.write_ret, tls.read, tls.read_ex, tls.read_ret, tls.syscall}) {
+    for (bpf_program* prog : {tls.write, tls.write_ex, tls.write_ret, tls.read, tls.read_ex, tls.read_ret,
+                              tls.handshake, tls.handshake_ret}) {
       bpf_program__set_autoload(prog, false);
     }
   }

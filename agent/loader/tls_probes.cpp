@@ -96,10 +96,6 @@ Result<void> TlsProbes::start(int cgroup_fd) {
   if (bpf_map_update_elem(bpf_map__fd(programs_.scope), &slot, &cgroup_fd, BPF_ANY) != 0) {
     return fail(errno, "scoping the TLS probes to the monitored cgroup");
   }
-  bpf_link* link = bpf_program__attach_raw_tracepoint(programs_.syscall, "sys_enter");
-  if (!link) return fail(errno, "attaching the raw tracepoint sys_enter (TLS plaintext needs it)");
-  links_.push_back(link);
-
   for (const char* dir : kSystemLibraryDirs) {
     DIR* entries = opendir(dir);
     if (!entries) continue;
@@ -147,10 +143,13 @@ void TlsProbes::attachLibrary(const std::string& path, uint64_t device, uint64_t
   bool required = attachProbe(programs_.write, path, "SSL_write", false) &&
                   attachProbe(programs_.write_ret, path, "SSL_write", true) &&
                   attachProbe(programs_.read, path, "SSL_read", false) &&
-                  attachProbe(programs_.read_ret, path, "SSL_read", true);
+                  attachProbe(programs_.read_ret, path, "SSL_read", true) &&
+                  attachProbe(programs_.handshake, path, "SSL_do_handshake", false) &&
+                  attachProbe(programs_.handshake_ret, path, "SSL_do_handshake", true);
   if (!required) {
     ++attach_failures_;
-    logger("tls")->warn("no TLS plaintext from {}: SSL_write/SSL_read probes could not attach", path);
+    logger("tls")->warn("no TLS plaintext from {}: SSL_do_handshake/SSL_write/SSL_read probes could not attach",
+                        path);
     return;
   }
   // OpenSSL 1.1.1 and later; older libraries have only the plain calls.

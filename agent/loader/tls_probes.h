@@ -1,5 +1,5 @@
 // The plaintext of TLS: finds the OpenSSL libraries (libssl) that processes map, and attaches the
-// SSL_write/SSL_read uprobes of bpf/progs/tls.bpf.c to each library file once. A uprobe on a file
+// SSL_do_handshake/SSL_write/SSL_read uprobes of bpf/progs/tls.bpf.c to each library file once. A uprobe on a file
 // covers every process that maps it, now and later, so only libraries never seen before need work.
 #pragma once
 
@@ -39,8 +39,9 @@ struct TlsPrograms {
   bpf_program* read = nullptr;
   bpf_program* read_ex = nullptr;
   bpf_program* read_ret = nullptr;
-  bpf_program* syscall = nullptr;  // raw tracepoint sys_enter: which fd an SSL call uses
-  bpf_map* scope = nullptr;        // cgroup array: the monitored subtree
+  bpf_program* handshake = nullptr;  // SSL_do_handshake: binds a session to its socket
+  bpf_program* handshake_ret = nullptr;
+  bpf_map* scope = nullptr;  // cgroup array: the monitored subtree
 };
 
 class TlsProbes {
@@ -50,8 +51,8 @@ class TlsProbes {
   TlsProbes(const TlsProbes&) = delete;
   TlsProbes& operator=(const TlsProbes&) = delete;
 
-  // Scopes the probes to one cgroup subtree, attaches the syscall hook, then the system's libssl
-  // files and those of every running process.
+  // Scopes the probes to one cgroup subtree, then attaches to the system's libssl files and those
+  // of every running process.
   Result<void> start(int cgroup_fd);
   // Looks at processes started since the last scan (and, every so often, at all of them again, for
   // libraries loaded late with dlopen or pids reused) and attaches to libraries not seen before.

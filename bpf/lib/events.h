@@ -15,6 +15,28 @@ static __always_inline void events__header(struct apiwarden_record_header *hdr, 
 	hdr->ts_ns = bpf_ktime_get_ns();
 }
 
+/* The socket of a packet, as its owner sees it. */
+static __always_inline void events__flow(struct __sk_buff *skb, const struct packet_info *pi, __u8 direction,
+					 __u8 role, struct apiwarden_flow *flow)
+{
+	flow->cgroup_id = bpf_skb_cgroup_id(skb);
+	flow->cookie = bpf_get_socket_cookie(skb);
+	flow->family = pi->family;
+	flow->role = role;
+	flow->pad0 = 0;
+	if (direction == APIWARDEN_DIR_EGRESS) {
+		__builtin_memcpy(flow->local_addr, pi->saddr, 16);
+		__builtin_memcpy(flow->remote_addr, pi->daddr, 16);
+		flow->local_port = pi->sport;
+		flow->remote_port = pi->dport;
+	} else {
+		__builtin_memcpy(flow->local_addr, pi->daddr, 16);
+		__builtin_memcpy(flow->remote_addr, pi->saddr, 16);
+		flow->local_port = pi->dport;
+		flow->remote_port = pi->sport;
+	}
+}
+
 /*
  * One payload record reserved straight in the ring buffer, with room for `cap` bytes: no shared
  * scratch buffer, so a softirq that interrupts a task-context program on this CPU cannot mix two
@@ -38,22 +60,7 @@ static __always_inline void events__payload_class(struct __sk_buff *skb, const s
 		return;
 	}
 	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
-	ev->flow.cgroup_id = bpf_skb_cgroup_id(skb);
-	ev->flow.cookie = bpf_get_socket_cookie(skb);
-	ev->flow.family = pi->family;
-	ev->flow.role = role;
-	ev->flow.pad0 = 0;
-	if (direction == APIWARDEN_DIR_EGRESS) {
-		__builtin_memcpy(ev->flow.local_addr, pi->saddr, 16);
-		__builtin_memcpy(ev->flow.remote_addr, pi->daddr, 16);
-		ev->flow.local_port = pi->sport;
-		ev->flow.remote_port = pi->dport;
-	} else {
-		__builtin_memcpy(ev->flow.local_addr, pi->daddr, 16);
-		__builtin_memcpy(ev->flow.remote_addr, pi->saddr, 16);
-		ev->flow.local_port = pi->dport;
-		ev->flow.remote_port = pi->sport;
-	}
+	events__flow(skb, pi, direction, role, &ev->flow);
 	ev->seq = pi->seq;
 	ev->payload_len = pi->payload_len;
 	ev->captured_len = len;

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * cgroup_skb ingress/egress: copies the payload of HTTP (and TLS handshake) segments of every TCP
- * socket in the monitored cgroup subtree. Observe-only: always passes the packet.
+ * socket in the monitored cgroup subtree, and names the socket of TLS library calls in progress
+ * (lib/tls.h). Observe-only: always passes the packet.
  */
 #include "../lib/classify.h"
 #include "../lib/conn.h"
+#include "../lib/tls.h"
 
 static __always_inline int capture(struct __sk_buff *skb, __u8 direction)
 {
@@ -42,7 +44,11 @@ static __always_inline int capture(struct __sk_buff *skb, __u8 direction)
 		events__payload(skb, &pi, direction, APIWARDEN_ROLE_UNKNOWN);
 		return SK_PASS;
 	}
-	if (!classify__wants(skb, &pi, state, direction)) {
+	bool wanted = classify__wants(skb, &pi, state, direction);
+
+	if (state->proto == APIWARDEN_PROTO_TLS && direction == APIWARDEN_DIR_EGRESS)
+		tls__note_egress(skb, &pi, state->role);
+	if (!wanted) {
 		stats__inc(APIWARDEN_STAT_SKIPPED_OPAQUE);
 		return SK_PASS;
 	}
