@@ -20,8 +20,9 @@ struct apiwarden_ssl_call {
 	__u8 pad[7];
 };
 
+/* LRU: a thread that dies inside a call leaves its entry behind; the oldest such go first. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct apiwarden_ssl_call);
