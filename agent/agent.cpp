@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include "agent/credentials/credential.h"
+#include "agent/detect/engine.h"
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
 #include "agent/export/metrics.h"
@@ -76,6 +77,9 @@ struct Pipeline {
   std::unique_ptr<records::JsonLinesWriter> writer;
   metrics::AgentMetrics metrics;
   std::unique_ptr<metrics::MetricsRecordSink> sink;
+  std::unique_ptr<detect::AlertLog> alerts;
+  std::unique_ptr<detect::DetectionEngine> detection;
+  records::RecordSink* head = nullptr;  // where the tracker's records enter: detection, or metrics
   std::unique_ptr<identity::CgroupResolver> cgroups;
   identity::PodCache pods;
   std::unique_ptr<identity::PodWatcher> pod_watcher;
@@ -128,6 +132,14 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     if (auto listening = p.metrics.listen(options.metrics_listen); !listening) return listening;
   }
   p.sink = std::make_unique<metrics::MetricsRecordSink>(*p.writer, p.metrics);
+  p.head = p.sink.get();
+  if (!options.alerts_path.empty()) {
+    auto alerts = detect::AlertLog::open(options.alerts_path, options.detect.alert_window_ns);
+    if (!alerts) return std::unexpected(std::move(alerts.error()).context("opening --alerts"));
+    p.alerts = std::move(*alerts);
+    p.detection = std::make_unique<detect::DetectionEngine>(*p.sink, *p.alerts, options.detect);
+    p.head = p.detection.get();
+  }
   auto fingerprinter = credentials::Fingerprinter::load(options.credential_key_file, options.state_dir);
   if (!fingerprinter) return std::unexpected(std::move(fingerprinter.error()).context("loading the credential key"));
   p.fingerprinter = std::make_unique<credentials::Fingerprinter>(std::move(*fingerprinter));
@@ -144,7 +156,7 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
   for (const auto& cidr : options.cluster_cidrs) {
     if (auto added = p.scope.addClusterCidr(cidr); !added) return added;
   }
-  p.tracker = std::make_unique<flows::ConnectionTracker>(*p.sink, *p.credentials, *p.workloads, p.scope, p.wall);
+  p.tracker = std::make_unique<flows::ConnectionTracker>(*p.head, *p.credentials, *p.workloads, p.scope, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
   loader::CaptureOptions capture_options{*root, options.ringbuf_mib << 20, options.tls_plaintext};
@@ -193,7 +205,7 @@ Result<void> runAgent(const AgentOptions& options) {
     if (consumed < 0) log->warn("ring buffer consume failed: {}", consumed);
   });
   // Records reach the file within flush_interval_ms, without a write per drain.
-  every(flush_timer, std::chrono::milliseconds(options.flush_interval_ms), [&] { pipeline.sink->flush(); });
+  every(flush_timer, std::chrono::milliseconds(options.flush_interval_ms), [&] { pipeline.head->flush(); });
   every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
     pipeline.tracker->sweep(pipeline.clock.monotonicNs());
     if (auto* tls = pipeline.capture->tls()) tls->scan();
@@ -204,7 +216,7 @@ Result<void> runAgent(const AgentOptions& options) {
 
   // Drain what the kernel wrote before we stop listening, then detach (Pipeline's destructor).
   ring_buffer__consume(pipeline.ring);
-  pipeline.sink->flush();
+  pipeline.head->flush();
   auto final_stats = pipeline.snapshot();
   log->info("stopped: {} records decoded, {} http records, {} connection records, {} lost (ring buffer full)",
             final_stats.decoder.decoded, final_stats.tracker.http_records, final_stats.tracker.connection_records,

@@ -3,6 +3,7 @@
 // SIGINT/SIGTERM.
 #pragma once
 
+#include "agent/detect/engine.h"
 #include "apiwarden/common/result.h"
 
 #include <cstdint>
@@ -21,6 +22,8 @@ struct AgentOptions {
   std::string node_name;            // the pods to watch; empty: $NODE_NAME, else the host name
   std::string trust_domain = "cluster.local";  // of SPIFFE IDs
   std::vector<std::string> cluster_cidrs;       // pod, service and node networks: peers there are "cluster"
+  std::string alerts_path;           // JSON Lines alerts; empty: detection off
+  detect::DetectOptions detect;
   bool tls_plaintext = true;        // read HTTPS in plaintext through OpenSSL uprobes
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;

@@ -24,6 +24,18 @@ int main(int argc, char** argv) {
   app.add_option("--trust-domain", options.trust_domain, "SPIFFE trust domain")->capture_default_str();
   app.add_option("--cluster-cidr", options.cluster_cidrs,
                  "a pod, service or node network (repeatable): peers there are tagged \"cluster\"");
+  app.add_option("--alerts", options.alerts_path, "write alerts as JSON Lines here ('-' for stdout); off if unset");
+  double learning_s = 300, alert_window_s = 600;
+  app.add_option("--learning-period", learning_s, "seconds of traffic before behavioural detectors alert")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 30.0 * 86400));
+  app.add_option("--alert-window", alert_window_s, "seconds within which repeats of one alert are counted, not written")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--jwt-max-lifetime", options.detect.jwt_max_lifetime_s,
+                 "seconds a JWT may live (exp - iat) before stale_credential flags it")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{60}, int64_t{10} * 365 * 86400));
   app.add_flag("--tls-plaintext,!--no-tls-plaintext", options.tls_plaintext,
                "read HTTPS in plaintext through uprobes on OpenSSL's SSL_write/SSL_read")
       ->capture_default_str();
@@ -35,6 +47,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(50u, 100000u));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical, off")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.detect.learning_ns = static_cast<uint64_t>(learning_s * 1e9);
+  options.detect.alert_window_ns = static_cast<uint64_t>(alert_window_s * 1e9);
 
   if ((options.ringbuf_mib & (options.ringbuf_mib - 1)) != 0) {
     fmt::print(stderr, "apiwarden-agent: --ringbuf-mib must be a power of two, got {}\n", options.ringbuf_mib);

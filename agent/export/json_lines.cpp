@@ -120,10 +120,8 @@ void appendIdentity(std::string& out, const Workload& w) {
   }
 }
 
-// ts, type, direction, workload, local, remote: what every record starts with.
-// "key":{"cgroup_id":..,...}
-void appendWorkload(std::string& out, std::string_view key, const Workload& workload) {
-  appendKey(out, key);
+// {"cgroup_id":..,...}
+void appendWorkloadObject(std::string& out, const Workload& workload) {
   out.append("{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
@@ -131,6 +129,13 @@ void appendWorkload(std::string& out, std::string_view key, const Workload& work
   out.push_back('}');
 }
 
+// "key":{"cgroup_id":..,...}
+void appendWorkload(std::string& out, std::string_view key, const Workload& workload) {
+  appendKey(out, key);
+  appendWorkloadObject(out, workload);
+}
+
+// ts, type, direction, workload, local, remote: what every record starts with.
 void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
   out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
   out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
@@ -218,6 +223,12 @@ void appendCredential(std::string& out, const credentials::Credential& c) {
 }
 
 }  // namespace
+
+std::string workloadToJson(const Workload& workload) {
+  std::string out;
+  appendWorkloadObject(out, workload);
+  return out;
+}
 
 std::string formatTimestamp(uint64_t realtime_ns) {
   // Records arrive in bursts within one second: format the date and time once per second.

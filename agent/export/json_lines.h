@@ -13,6 +13,8 @@ namespace apiwarden::records {
 // The JSON object of a record, without the trailing newline.
 std::string toJson(const HttpRecord& record);
 std::string toJson(const ConnectionRecord& record);
+// The record schema's workload object: {"cgroup_id":..,"cgroup_path":..,"pod":..,...}.
+std::string workloadToJson(const Workload& workload);
 // RFC 3339 UTC with microseconds: "2026-11-22T13:50:01.123456Z".
 std::string formatTimestamp(uint64_t realtime_ns);
 

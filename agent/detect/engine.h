@@ -1,0 +1,82 @@
+// Detection: a RecordSink in front of the record writer that learns from every HTTP record and
+// raises alerts. Time is the records' own (wall clock of each request), so a replayed stream gives
+// the same alerts as the live one.
+//
+// Detectors (ids are stable; see README "Alerts"):
+//   shared_credential        one credential presented by two or more workload identities in a window
+//   stale_credential         a JWT without exp, living longer than allowed, or expired but accepted
+//   unauthenticated_access   a 2xx without any credential on a route whose 2xx responses carry one,
+//                            or from outside the cluster
+#pragma once
+
+#include "agent/detect/alert.h"
+#include "agent/detect/route.h"
+#include "agent/export/record.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace apiwarden::detect {
+
+struct DetectOptions {
+  uint64_t learning_ns = 300'000'000'000ULL;        // behavioural detectors wait this long after start
+  uint64_t shared_window_ns = 3'600'000'000'000ULL;  // presenters of one credential counted over this
+  int64_t jwt_max_lifetime_s = 86'400;               // exp - iat beyond this is a long-lived token
+  uint64_t min_authenticated = 20;  // authenticated 2xx on a route before it counts as protected
+  size_t max_credentials = 100'000;  // credentials followed by shared_credential
+  size_t max_routes_per_service = 512;
+  uint64_t alert_window_ns = 600'000'000'000ULL;  // repeats of one alert within it are counted, not written
+};
+
+struct DetectStats {
+  uint64_t records = 0;
+  uint64_t alerts = 0;
+  uint64_t credentials_dropped = 0;  // not followed: max_credentials reached
+};
+
+// The identity a detector keys on, stable across the pods of one workload: the SPIFFE ID, else
+// namespace/owner, namespace/pod, the systemd unit, the cgroup path.
+std::string identityOf(const records::Workload& workload);
+
+class DetectionEngine final : public records::RecordSink {
+ public:
+  DetectionEngine(records::RecordSink& next, AlertLog& alerts, DetectOptions options = {});
+
+  void write(const records::HttpRecord& record) override;
+  void write(const records::ConnectionRecord& record) override { next_.write(record); }
+  void flush() override { next_.flush(); }
+  const DetectStats& stats() const { return stats_; }
+
+ private:
+  struct Presenter {
+    std::optional<records::Workload> workload;  // absent for callers known by address only
+    uint64_t first_seen = 0, last_seen = 0, requests = 0;
+  };
+  struct CredentialUse {
+    credentials::Scheme scheme = credentials::Scheme::kNone;
+    std::map<std::string, Presenter> presenters;  // by identity
+  };
+  struct RouteAuth {
+    uint64_t authenticated_ok = 0, unauthenticated_ok = 0;
+  };
+
+  void sharedCredential(const records::HttpRecord& record);
+  void staleCredential(const records::HttpRecord& record);
+  void unauthenticatedAccess(const records::HttpRecord& record);
+  void raise(Alert alert);
+  bool learning(uint64_t ts_ns) const { return ts_ns < started_ns_ + options_.learning_ns; }
+
+  records::RecordSink& next_;
+  AlertLog& alerts_;
+  DetectOptions options_;
+  DetectStats stats_;
+  uint64_t started_ns_ = 0;
+  RouteTable routes_;
+  std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
+  std::unordered_map<std::string, RouteAuth> route_auth_;       // by "server identity method template"
+};
+
+}  // namespace apiwarden::detect

@@ -1,0 +1,78 @@
+#include "agent/detect/route.h"
+
+#include <algorithm>
+#include <cctype>
+
+namespace apiwarden::detect {
+namespace {
+
+bool allOf(std::string_view s, int (*pred)(int)) {
+  return std::all_of(s.begin(), s.end(), [pred](char c) { return pred(static_cast<unsigned char>(c)) != 0; });
+}
+
+bool isUuid(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+}
+
+bool isToken(std::string_view s) {
+  if (s.size() < 20) return false;
+  bool digit = false, alpha = false;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    digit |= std::isdigit(u) != 0;
+    alpha |= std::isalpha(u) != 0;
+    if (!std::isalnum(u) && c != '-' && c != '_' && c != '+' && c != '=' && c != '.') return false;
+  }
+  return digit && alpha;
+}
+
+bool isObjectId(std::string_view s) {
+  if (s.empty()) return false;
+  if (allOf(s, isdigit)) return true;
+  if (isUuid(s)) return true;
+  if (s.size() >= 16 && allOf(s, isxdigit)) return true;
+  return isToken(s);
+}
+
+}  // namespace
+
+Route routeOf(std::string_view path) {
+  path = path.substr(0, path.find_first_of("?#"));
+  Route route;
+  route.template_.reserve(path.size());
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t slash = path.find('/', start);
+    size_t end = slash == std::string_view::npos ? path.size() : slash;
+    std::string_view segment = path.substr(start, end - start);
+    if (isObjectId(segment)) {
+      route.template_.append("{id}");
+      route.last_id.assign(segment);
+    } else {
+      route.template_.append(segment);
+    }
+    if (slash == std::string_view::npos) break;
+    route.template_.push_back('/');
+    start = slash + 1;
+  }
+  if (route.template_.empty()) route.template_ = "/";
+  return route;
+}
+
+const std::string& RouteTable::intern(const std::string& service, const std::string& route_template) {
+  static const std::string kOther = "{other}";
+  auto& routes = routes_[service];
+  if (auto it = routes.find(route_template); it != routes.end()) return *it;
+  if (routes.size() >= max_per_service_) {
+    ++overflowed_;
+    return kOther;
+  }
+  return *routes.insert(route_template).first;
+}
+
+}  // namespace apiwarden::detect

@@ -1,0 +1,215 @@
+// Route templates, the alert log's dedupe, and the detectors over synthetic record streams.
+#include "agent/detect/engine.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace apiwarden::detect {
+namespace {
+
+constexpr uint64_t kSecond = 1'000'000'000ULL;
+constexpr uint64_t kStart = 1'800'000'000ULL * kSecond;  // 2027-01-15
+
+TEST(RouteOf, ObjectIdsCollapseAndTheQueryIsDropped) {
+  EXPECT_EQ(routeOf("/users/123/orders/9?x=1").template_, "/users/{id}/orders/{id}");
+  EXPECT_EQ(routeOf("/users/123/orders/9?x=1").last_id, "9");
+  EXPECT_EQ(routeOf("/v1/items/3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f").template_, "/v1/items/{id}");
+  EXPECT_EQ(routeOf("/blobs/deadbeefdeadbeef00").template_, "/blobs/{id}");
+  EXPECT_EQ(routeOf("/share/aGVsbG8gd29ybGQgMTIzNDU2").template_, "/share/{id}");
+  EXPECT_EQ(routeOf("/v2/users/me").template_, "/v2/users/me");       // words stay
+  EXPECT_EQ(routeOf("/cafe").template_, "/cafe");                     // short hex is a word
+  EXPECT_EQ(routeOf("/api/health-check-endpoint").template_, "/api/health-check-endpoint");
+  EXPECT_EQ(routeOf("").template_, "/");
+  EXPECT_EQ(routeOf("/a//b/").template_, "/a//b/");
+}
+
+TEST(RouteTable, CapsTemplatesPerService) {
+  RouteTable table(2);
+  EXPECT_EQ(table.intern("svc", "/a"), "/a");
+  EXPECT_EQ(table.intern("svc", "/b"), "/b");
+  EXPECT_EQ(table.intern("svc", "/a"), "/a");
+  EXPECT_EQ(table.intern("svc", "/c"), "{other}");
+  EXPECT_EQ(table.intern("other-svc", "/c"), "/c");
+  EXPECT_EQ(table.overflowed(), 1u);
+}
+
+struct NullSink final : records::RecordSink {
+  size_t http = 0;
+  void write(const records::HttpRecord&) override { ++http; }
+  void write(const records::ConnectionRecord&) override {}
+  void flush() override {}
+};
+
+records::Workload workload(uint64_t id, const std::string& path) {
+  records::Workload w;
+  w.cgroup_id = id;
+  w.cgroup_path = path;
+  return w;
+}
+
+class DetectTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/apiwarden-detect-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    start({});
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void start(DetectOptions options) {
+    engine_.reset();
+    log_.reset();
+    options.alert_window_ns = 60 * kSecond;
+    log_ = std::move(*AlertLog::open(dir_ + "/alerts.jsonl", options.alert_window_ns));
+    engine_ = std::make_unique<DetectionEngine>(sink_, *log_, options);
+  }
+
+  std::vector<nlohmann::json> alerts() {
+    log_->flush();
+    std::vector<nlohmann::json> out;
+    std::ifstream in(dir_ + "/alerts.jsonl");
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+
+  // One exchange as seen by `direction`'s end; flow_ lives as long as the call.
+  void exchange(records::Direction direction, const records::Workload& self, uint64_t ts, std::string path,
+                uint16_t status, credentials::Credential credential = {},
+                std::optional<records::Workload> peer = std::nullopt, std::string scope = "node") {
+    records::FlowInfo flow;
+    flow.direction = direction;
+    flow.workload = self;
+    flow.remote = {"127.0.0.1", 8080};
+    flow.peer.scope = std::move(scope);
+    flow.peer.workload = std::move(peer);
+    records::HttpRecord record;
+    record.flow = &flow;
+    record.ts_ns = ts;
+    record.method = "GET";
+    record.path = std::move(path);
+    record.status = status;
+    record.credential = std::move(credential);
+    engine_->write(record);
+  }
+
+  static credentials::Credential bearer(const std::string& fingerprint) {
+    return {credentials::Scheme::kBearer, fingerprint, "header:authorization", "", std::nullopt};
+  }
+
+  std::string dir_;
+  NullSink sink_;
+  std::unique_ptr<AlertLog> log_;
+  std::unique_ptr<DetectionEngine> engine_;
+  records::Workload api_ = workload(10, "/demo/api"), billing_ = workload(11, "/demo/billing"),
+                    reports_ = workload(12, "/demo/reports");
+};
+
+TEST_F(DetectTest, SharedCredentialNamesBothWorkloadsOnceAndCountsRepeats) {
+  using records::Direction;
+  for (int i = 0; i < 5; ++i) exchange(Direction::kClient, billing_, kStart + i * kSecond, "/api/x", 200, bearer("f1"));
+  // The server's view of the same calls names the same caller: still one identity.
+  exchange(Direction::kServer, api_, kStart + 5 * kSecond, "/api/x", 200, bearer("f1"), billing_);
+  EXPECT_TRUE(alerts().empty());
+
+  exchange(Direction::kClient, reports_, kStart + 10 * kSecond, "/api/x", 200, bearer("f1"));
+  exchange(Direction::kClient, reports_, kStart + 11 * kSecond, "/api/x", 200, bearer("f1"));
+  auto got = alerts();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["detector"], "shared_credential");
+  EXPECT_EQ(got[0]["severity"], "high");
+  EXPECT_EQ(got[0]["summary"], "bearer credential f1 presented by 2 workloads: cgroup:/demo/billing, cgroup:/demo/reports");
+  EXPECT_EQ(got[0]["credential"], (nlohmann::json{{"scheme", "bearer"}, {"fingerprint", "f1"}}));
+  EXPECT_EQ(got[0]["workload"]["cgroup_path"], "/demo/reports");
+  EXPECT_EQ(got[0]["evidence"]["presenters"][0]["requests"], 6);
+  EXPECT_EQ(got[0]["evidence"]["presenters"][1]["requests"], 1);
+  EXPECT_EQ(got[0]["dedupe_key"], "shared_credential/f1");
+  EXPECT_EQ(got[0]["count"], 1);
+
+  // After the alert window the next repeat is written again, with the count so far.
+  exchange(Direction::kClient, reports_, kStart + 75 * kSecond, "/api/x", 200, bearer("f1"));
+  got = alerts();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[1]["count"], 3);
+}
+
+TEST_F(DetectTest, UnnamedLocalCallersAndOldPresentersDoNotMakeACredentialShared) {
+  using records::Direction;
+  exchange(Direction::kClient, billing_, kStart, "/api/x", 200, bearer("f2"));
+  exchange(Direction::kServer, api_, kStart + kSecond, "/api/x", 200, bearer("f2"));  // peer unknown
+  DetectOptions short_window;
+  short_window.shared_window_ns = 10 * kSecond;
+  start(short_window);
+  exchange(Direction::kClient, billing_, kStart, "/api/x", 200, bearer("f3"));
+  exchange(Direction::kClient, reports_, kStart + 20 * kSecond, "/api/x", 200, bearer("f3"));  // billing aged out
+  EXPECT_TRUE(alerts().empty());
+}
+
+TEST_F(DetectTest, StaleJwts) {
+  using records::Direction;
+  auto jwt = [](std::optional<int64_t> iat, std::optional<int64_t> exp, const std::string& fp) {
+    credentials::Credential c{credentials::Scheme::kJwt, fp, "header:authorization", "", credentials::JwtClaims{}};
+    c.jwt->iss = "https://issuer";
+    c.jwt->sub = "svc";
+    c.jwt->iat = iat;
+    c.jwt->exp = exp;
+    return c;
+  };
+  int64_t now = static_cast<int64_t>(kStart / kSecond);
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 60, now + 600, "ok"));          // fine
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 60, std::nullopt, "forever"));
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 7200, now - 3600, "expired"));
+  exchange(Direction::kClient, billing_, kStart, "/a", 401, jwt(now - 7200, now - 3600, "expired-refused"));
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now, now + 30 * 86400, "long"));
+  auto got = alerts();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0]["evidence"]["reason"], "no_expiry");
+  EXPECT_EQ(got[0]["summary"], "JWT without an expiry (a forever token), issuer https://issuer, subject svc");
+  EXPECT_EQ(got[1]["evidence"]["reason"], "expired_accepted");
+  EXPECT_EQ(got[1]["severity"], "high");
+  EXPECT_EQ(got[2]["evidence"]["reason"], "long_lived");
+  EXPECT_EQ(got[2]["summary"], "JWT valid for 720 h (limit 24 h), issuer https://issuer, subject svc");
+  for (const auto& alert : got) EXPECT_EQ(alert["detector"], "stale_credential");
+}
+
+TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 30 * kSecond;
+  options.min_authenticated = 3;
+  start(options);
+  for (int i = 0; i < 3; ++i) {
+    exchange(Direction::kServer, api_, kStart + i * kSecond, "/users/" + std::to_string(i), 200, bearer("f"), billing_);
+  }
+  exchange(Direction::kServer, api_, kStart + 5 * kSecond, "/users/9", 200, {}, billing_);  // still learning
+  exchange(Direction::kServer, api_, kStart + 40 * kSecond, "/health", 200, {}, billing_);  // never protected
+  exchange(Direction::kServer, api_, kStart + 41 * kSecond, "/users/10", 401, {}, billing_);  // refused: fine
+  EXPECT_TRUE(alerts().empty());
+
+  exchange(Direction::kServer, api_, kStart + 42 * kSecond, "/users/11", 200, {}, reports_);
+  auto got = alerts();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["detector"], "unauthenticated_access");
+  EXPECT_EQ(got[0]["summary"],
+            "GET /users/{id} answered 200 without any credential on a route whose successful responses carry credentials");
+  EXPECT_EQ(got[0]["evidence"]["caller"], "cgroup:/demo/reports");
+  EXPECT_EQ(got[0]["evidence"]["authenticated_2xx"], 3);
+}
+
+TEST_F(DetectTest, CredentialLessSuccessFromOutsideTheClusterAlertsAtOnce) {
+  exchange(records::Direction::kServer, api_, kStart, "/metrics", 200, {}, std::nullopt, "external");
+  auto got = alerts();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["summary"], "GET /metrics answered 200 without any credential from outside the cluster");
+  EXPECT_EQ(got[0]["evidence"]["caller"], "ip:127.0.0.1");
+  EXPECT_EQ(sink_.http, 1u);  // records pass through to the writer
+}
+
+}  // namespace
+}  // namespace apiwarden::detect
