@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The built-in demo: an API server and two client workloads, each in a cgroup of its own, call each
-# other with real clients while apiwarden-agent records every call. Everything is removed at the end.
+# other with real clients while apiwarden-agent records every call; then the reports workload
+# replays the billing workload's stolen bearer token, and the agent raises the alert that names
+# both. Everything is removed at the end.
 set -euo pipefail
 BUILD=${1:-build}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +41,7 @@ mkdir -p "$ROOT"/{api,billing,reports}
 echo "== apiwarden demo: cgroups api, billing, reports under $ROOT"
 
 "$AGENT" --cgroup-root "$ROOT" --records "$WORK/records.jsonl" --metrics-listen 127.0.0.1:9464 --state-dir "$WORK/state" \
-  2> "$WORK/agent.log" &
+  --alerts "$WORK/alerts.jsonl" --learning-period 2 2> "$WORK/agent.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "monitoring cgroup" "$WORK/agent.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "monitoring cgroup" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
@@ -62,6 +64,9 @@ for i in range(4):
     urllib.request.urlopen(post).read()
     time.sleep(0.7)
 "
+# reports, 3 s in: replays the billing workload's token (stolen from a log, say) with curl.
+in_cgroup reports bash -c "sleep 3; curl -s -H 'Authorization: Bearer demo-billing-token' \
+  http://127.0.0.1:$PORT/api/invoices/7 > /dev/null"
 
 echo "== records as they arrive (JSON Lines; first three in full, then one line each)"
 python3 - "$WORK/records.jsonl" <<'PY' &
@@ -100,4 +105,14 @@ for (kind, direction, workload), n in sorted(counts.items()):
     print(f"  {n:4} {kind:10} records, {direction:6} side of {workload}")
 PY
 curl -s http://127.0.0.1:9464/metrics | grep -E '^apiwarden_(http_requests_total|capture_lost_total)' | head -12
+echo "== alerts (JSON Lines; the first in full)"
+python3 - "$WORK/alerts.jsonl" <<'PY'
+import json, os, sys
+lines = open(sys.argv[1]).read().splitlines() if os.path.exists(sys.argv[1]) else []
+for i, line in enumerate(lines):
+    a = json.loads(line)
+    print(line if i == 0 else f'  [{a["severity"]}] {a["detector"]}: {a["summary"]}')
+if not lines:
+    print("  (none)")
+PY
 echo "== done; cleaning up"

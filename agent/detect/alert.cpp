@@ -46,7 +46,7 @@ void AlertLog::raise(const Alert& alert) {
   if (seen.last_written != 0 && alert.ts_ns < seen.last_written + window_ns_) return;
   seen.last_written = alert.ts_ns;
 
-  nlohmann::json line = {
+  nlohmann::ordered_json line = {
       {"ts", records::formatTimestamp(alert.ts_ns)},
       {"detector", alert.detector},
       {"severity", toString(alert.severity)},

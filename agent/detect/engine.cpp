@@ -83,7 +83,7 @@ void DetectionEngine::sharedCredential(const HttpRecord& record) {
     p.first_seen = now;
   }
   p.last_seen = now;
-  ++p.requests;
+  ++p.records;
   if (use.presenters.size() < 2) return;
 
   Alert alert;
@@ -94,7 +94,7 @@ void DetectionEngine::sharedCredential(const HttpRecord& record) {
   for (const auto& [identity, seen] : use.presenters) {
     names += (names.empty() ? "" : ", ") + identity;
     nlohmann::json entry = {{"identity", identity},
-                            {"requests", seen.requests},
+                            {"records", seen.records},
                             {"first_seen", records::formatTimestamp(seen.first_seen)},
                             {"last_seen", records::formatTimestamp(seen.last_seen)}};
     if (seen.workload) entry["workload"] = workloadJson(*seen.workload);

@@ -53,7 +53,8 @@ class DetectionEngine final : public records::RecordSink {
  private:
   struct Presenter {
     std::optional<records::Workload> workload;  // absent for callers known by address only
-    uint64_t first_seen = 0, last_seen = 0, requests = 0;
+    uint64_t first_seen = 0, last_seen = 0;
+    uint64_t records = 0;  // http records with the credential: a node-local call gives two (both ends)
   };
   struct CredentialUse {
     credentials::Scheme scheme = credentials::Scheme::kNone;

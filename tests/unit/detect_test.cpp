@@ -127,8 +127,8 @@ TEST_F(DetectTest, SharedCredentialNamesBothWorkloadsOnceAndCountsRepeats) {
   EXPECT_EQ(got[0]["summary"], "bearer credential f1 presented by 2 workloads: cgroup:/demo/billing, cgroup:/demo/reports");
   EXPECT_EQ(got[0]["credential"], (nlohmann::json{{"scheme", "bearer"}, {"fingerprint", "f1"}}));
   EXPECT_EQ(got[0]["workload"]["cgroup_path"], "/demo/reports");
-  EXPECT_EQ(got[0]["evidence"]["presenters"][0]["requests"], 6);
-  EXPECT_EQ(got[0]["evidence"]["presenters"][1]["requests"], 1);
+  EXPECT_EQ(got[0]["evidence"]["presenters"][0]["records"], 6);
+  EXPECT_EQ(got[0]["evidence"]["presenters"][1]["records"], 1);
   EXPECT_EQ(got[0]["dedupe_key"], "shared_credential/f1");
   EXPECT_EQ(got[0]["count"], 1);
 
