@@ -16,13 +16,6 @@ bool success(const HttpRecord& record) { return record.status && *record.status 
 
 std::string shortFingerprint(const std::string& fingerprint) { return fingerprint.substr(0, 8); }
 
-// The workload that presented a record's credential: the caller. On the server side that is the
-// peer, when it is a workload on this node; callers elsewhere are named by address.
-struct Caller {
-  std::string identity;
-  std::optional<records::Workload> workload;
-};
-
 std::optional<Caller> callerOf(const HttpRecord& record) {
   const records::FlowInfo& flow = *record.flow;
   if (flow.direction == Direction::kClient) return Caller{identityOf(flow.workload), flow.workload};
@@ -45,12 +38,49 @@ std::string identityOf(const records::Workload& w) {
 DetectionEngine::DetectionEngine(records::RecordSink& next, AlertLog& alerts, DetectOptions options)
     : next_(next), alerts_(alerts), options_(options), routes_(options.max_routes_per_service) {}
 
+Call DetectionEngine::describe(const HttpRecord& record) {
+  const records::FlowInfo& flow = *record.flow;
+  Call call;
+  call.record = &record;
+  call.caller = callerOf(record);
+  bool server = flow.direction == Direction::kServer;
+  if (server) {
+    call.service = identityOf(flow.workload);
+  } else if (flow.peer.workload) {
+    call.service = identityOf(*flow.peer.workload);
+  } else {
+    call.service = "ip:" + flow.remote.ip + ":" + std::to_string(flow.remote.port);
+  }
+  call.route = routeOf(record.path);
+  call.route.template_ = routes_.intern(call.service, call.route.template_);
+  call.primary = server || !flow.peer.workload;
+  return call;
+}
+
 void DetectionEngine::write(const HttpRecord& record) {
   if (stats_.records++ == 0) started_ns_ = record.ts_ns;
-  sharedCredential(record);
-  staleCredential(record);
-  unauthenticatedAccess(record);
+  Call call = describe(record);
+  sharedCredential(call);
+  staleCredential(call);
+  unauthenticatedAccess(call);
+  objectEnumeration(call);
+  authFailureBurst(call);
+  newEndpointOrPeer(call);
   next_.write(record);
+}
+
+Alert DetectionEngine::alertFor(const Call& call, std::string detector, Severity severity) {
+  Alert alert;
+  alert.detector = std::move(detector);
+  alert.severity = severity;
+  if (call.caller) {
+    alert.workload = call.caller->workload;
+    alert.identity = call.caller->identity;
+  }
+  alert.scheme = call.record->credential.scheme;
+  alert.fingerprint = call.record->credential.fingerprint;
+  alert.ts_ns = call.record->ts_ns;
+  return alert;
 }
 
 void DetectionEngine::raise(Alert alert) {
@@ -58,11 +88,11 @@ void DetectionEngine::raise(Alert alert) {
   alerts_.raise(alert);
 }
 
-void DetectionEngine::sharedCredential(const HttpRecord& record) {
+void DetectionEngine::sharedCredential(const Call& call) {
+  const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
-  if (credential.fingerprint.empty()) return;
-  auto caller = callerOf(record);
-  if (!caller) return;
+  if (credential.fingerprint.empty() || !call.caller) return;
+  std::optional<Caller> caller = call.caller;
   auto it = credentials_.find(credential.fingerprint);
   if (it == credentials_.end()) {
     if (credentials_.size() >= options_.max_credentials) {
@@ -109,13 +139,14 @@ void DetectionEngine::sharedCredential(const HttpRecord& record) {
   alert.fingerprint = credential.fingerprint;
   alert.evidence = {{"presenters", std::move(presenters)},
                     {"window_s", options_.shared_window_ns / kNsPerSecond},
-                    {"example", {{"method", record.method}, {"route", routeOf(record.path).template_}}}};
+                    {"example", {{"method", record.method}, {"route", call.route.template_}}}};
   alert.dedupe_key = "shared_credential/" + credential.fingerprint;
   alert.ts_ns = now;
   raise(std::move(alert));
 }
 
-void DetectionEngine::staleCredential(const HttpRecord& record) {
+void DetectionEngine::staleCredential(const Call& call) {
+  const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
   if (!credential.jwt) return;
   const credentials::JwtClaims& jwt = *credential.jwt;
@@ -158,11 +189,12 @@ void DetectionEngine::staleCredential(const HttpRecord& record) {
   raise(std::move(alert));
 }
 
-void DetectionEngine::unauthenticatedAccess(const HttpRecord& record) {
+void DetectionEngine::unauthenticatedAccess(const Call& call) {
+  const HttpRecord& record = *call.record;
   const records::FlowInfo& flow = *record.flow;
   if (flow.direction != Direction::kServer || !success(record)) return;
-  std::string service = identityOf(flow.workload);
-  const std::string& route = routes_.intern(service, routeOf(record.path).template_);
+  const std::string& service = call.service;
+  const std::string& route = call.route.template_;
   RouteAuth& auth = route_auth_[service + " " + record.method + " " + route];
   bool authenticated = record.credential.scheme != credentials::Scheme::kNone;
   if (authenticated) {
@@ -186,11 +218,10 @@ void DetectionEngine::unauthenticatedAccess(const HttpRecord& record) {
   alert.identity = service;
   alert.summary = record.method + " " + route + " answered " + std::to_string(*record.status) +
                   " without any credential " + why;
-  auto caller = callerOf(record);
   alert.evidence = {{"method", record.method},
                     {"route", route},
                     {"status", *record.status},
-                    {"caller", caller ? caller->identity : "ip:" + flow.remote.ip},
+                    {"caller", call.caller ? call.caller->identity : "ip:" + flow.remote.ip},
                     {"peer_scope", flow.peer.scope},
                     {"authenticated_2xx", auth.authenticated_ok},
                     {"unauthenticated_2xx", auth.unauthenticated_ok}};

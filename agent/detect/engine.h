@@ -7,6 +7,10 @@
 //   stale_credential         a JWT without exp, living longer than allowed, or expired but accepted
 //   unauthenticated_access   a 2xx without any credential on a route whose 2xx responses carry one,
 //                            or from outside the cluster
+//   object_enumeration       one caller touching many distinct object ids on one route in a window
+//   auth_failure_burst       one caller collecting many 401/403 in a window
+//   new_endpoint, new_peer   a caller past its learning period using a route or a destination it
+//                            never used before
 #pragma once
 
 #include "agent/detect/alert.h"
@@ -14,10 +18,12 @@
 #include "agent/export/record.h"
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace apiwarden::detect {
 
@@ -28,6 +34,10 @@ struct DetectOptions {
   uint64_t min_authenticated = 20;  // authenticated 2xx on a route before it counts as protected
   size_t max_credentials = 100'000;  // credentials followed by shared_credential
   size_t max_routes_per_service = 512;
+  uint64_t burst_window_ns = 60'000'000'000ULL;  // object_enumeration and auth_failure_burst count over this
+  size_t enumeration_threshold = 30;              // distinct object ids per caller and route in the window
+  size_t auth_failure_threshold = 20;             // 401/403 per caller in the window
+  size_t max_keys = 100'000;                      // per detector table; beyond, new keys are not followed
   uint64_t alert_window_ns = 600'000'000'000ULL;  // repeats of one alert within it are counted, not written
 };
 
@@ -40,6 +50,24 @@ struct DetectStats {
 // The identity a detector keys on, stable across the pods of one workload: the SPIFFE ID, else
 // namespace/owner, namespace/pod, the systemd unit, the cgroup path.
 std::string identityOf(const records::Workload& workload);
+
+// Who called: on the client side the workload itself; on the server side the peer when it is a
+// workload on this node, else the remote address.
+struct Caller {
+  std::string identity;
+  std::optional<records::Workload> workload;  // absent for callers known by address only
+};
+
+// One HTTP exchange as the detectors see it.
+struct Call {
+  const records::HttpRecord* record = nullptr;
+  std::optional<Caller> caller;  // absent: a local caller not named yet (never guessed)
+  std::string service;           // the callee: a workload identity, or "ip:port"
+  Route route;                   // template interned per service (bounded)
+  // A node-local call is recorded at both ends; behavioural detectors count it once, from the
+  // server's record (or the client's when the server is not a workload on this node).
+  bool primary = false;
+};
 
 class DetectionEngine final : public records::RecordSink {
  public:
@@ -64,9 +92,34 @@ class DetectionEngine final : public records::RecordSink {
     uint64_t authenticated_ok = 0, unauthenticated_ok = 0;
   };
 
-  void sharedCredential(const records::HttpRecord& record);
-  void staleCredential(const records::HttpRecord& record);
-  void unauthenticatedAccess(const records::HttpRecord& record);
+  struct IdUse {
+    uint64_t ts_ns = 0;
+    std::string id;
+    bool denied = false;  // answered 401/403/404
+  };
+  struct IdWindow {  // object ids one caller touched on one route, oldest first
+    std::deque<IdUse> seen;
+    std::unordered_map<std::string, uint32_t> distinct;
+    size_t denied = 0;       // entries of seen that were denied
+    size_t learned_max = 0;  // most distinct ids in a window while learning
+  };
+  struct FailureWindow {
+    std::deque<uint64_t> at;
+  };
+  struct CallerBaseline {
+    uint64_t first_seen = 0;
+    std::unordered_set<std::string> endpoints;  // "service METHOD route"
+    std::unordered_set<std::string> peers;      // services
+  };
+
+  Call describe(const records::HttpRecord& record);
+  void sharedCredential(const Call& call);
+  void staleCredential(const Call& call);
+  void unauthenticatedAccess(const Call& call);
+  void objectEnumeration(const Call& call);
+  void authFailureBurst(const Call& call);
+  void newEndpointOrPeer(const Call& call);
+  Alert alertFor(const Call& call, std::string detector, Severity severity);
   void raise(Alert alert);
   bool learning(uint64_t ts_ns) const { return ts_ns < started_ns_ + options_.learning_ns; }
 
@@ -78,6 +131,9 @@ class DetectionEngine final : public records::RecordSink {
   RouteTable routes_;
   std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
   std::unordered_map<std::string, RouteAuth> route_auth_;       // by "server identity method template"
+  std::unordered_map<std::string, IdWindow> id_windows_;        // by "caller service method template"
+  std::unordered_map<std::string, FailureWindow> failures_;     // by caller
+  std::unordered_map<std::string, CallerBaseline> callers_;     // by caller
 };
 
 }  // namespace apiwarden::detect

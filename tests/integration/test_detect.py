@@ -48,7 +48,8 @@ class DetectTest(IntegrationTest):
 
     def test_a_token_replayed_by_a_second_workload_names_both(self):
         self.start_nginx(self.api, self.port)
-        agent = self.start_agent("--alerts", self.alerts_path, "--learning-period", "0")
+        # A learning period longer than the test: only the credential detectors can speak.
+        agent = self.start_agent("--alerts", self.alerts_path, "--learning-period", "600")
         url = f"http://127.0.0.1:{self.port}/api/invoices/1"
         for _ in range(3):
             self.run_in(["curl", "-sS", "-o", "/dev/null", "-H", f"Authorization: Bearer {TOKEN}", url], self.billing)

@@ -71,18 +71,23 @@ class DetectTest : public ::testing::Test {
     engine_ = std::make_unique<DetectionEngine>(sink_, *log_, options);
   }
 
-  std::vector<nlohmann::json> alerts() {
+  // The alerts written so far, of one detector or (empty) all.
+  std::vector<nlohmann::json> alerts(const std::string& detector = "") {
     log_->flush();
     std::vector<nlohmann::json> out;
     std::ifstream in(dir_ + "/alerts.jsonl");
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    for (std::string line; std::getline(in, line);) {
+      auto alert = nlohmann::json::parse(line);
+      if (detector.empty() || alert["detector"] == detector) out.push_back(std::move(alert));
+    }
     return out;
   }
 
   // One exchange as seen by `direction`'s end; flow_ lives as long as the call.
   void exchange(records::Direction direction, const records::Workload& self, uint64_t ts, std::string path,
                 uint16_t status, credentials::Credential credential = {},
-                std::optional<records::Workload> peer = std::nullopt, std::string scope = "node") {
+                std::optional<records::Workload> peer = std::nullopt, std::string scope = "node",
+                std::string method = "GET") {
     records::FlowInfo flow;
     flow.direction = direction;
     flow.workload = self;
@@ -92,7 +97,7 @@ class DetectTest : public ::testing::Test {
     records::HttpRecord record;
     record.flow = &flow;
     record.ts_ns = ts;
-    record.method = "GET";
+    record.method = std::move(method);
     record.path = std::move(path);
     record.status = status;
     record.credential = std::move(credential);
@@ -190,10 +195,10 @@ TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
   exchange(Direction::kServer, api_, kStart + 5 * kSecond, "/users/9", 200, {}, billing_);  // still learning
   exchange(Direction::kServer, api_, kStart + 40 * kSecond, "/health", 200, {}, billing_);  // never protected
   exchange(Direction::kServer, api_, kStart + 41 * kSecond, "/users/10", 401, {}, billing_);  // refused: fine
-  EXPECT_TRUE(alerts().empty());
+  EXPECT_TRUE(alerts("unauthenticated_access").empty());
 
   exchange(Direction::kServer, api_, kStart + 42 * kSecond, "/users/11", 200, {}, reports_);
-  auto got = alerts();
+  auto got = alerts("unauthenticated_access");
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0]["detector"], "unauthenticated_access");
   EXPECT_EQ(got[0]["summary"],
@@ -209,6 +214,91 @@ TEST_F(DetectTest, CredentialLessSuccessFromOutsideTheClusterAlertsAtOnce) {
   EXPECT_EQ(got[0]["summary"], "GET /metrics answered 200 without any credential from outside the cluster");
   EXPECT_EQ(got[0]["evidence"]["caller"], "ip:127.0.0.1");
   EXPECT_EQ(sink_.http, 1u);  // records pass through to the writer
+}
+
+TEST_F(DetectTest, ObjectEnumerationAgainstWhatTheCallerDidWhileLearning) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  options.enumeration_threshold = 30;
+  start(options);
+  // billing reads 20 invoices in a burst as a matter of course (learnt: its threshold becomes 40).
+  for (int i = 0; i < 20; ++i) {
+    exchange(Direction::kServer, api_, kStart + i * 100'000'000ULL, "/invoices/" + std::to_string(1000 + i), 200,
+             bearer("fb"), billing_);
+  }
+  for (int i = 0; i < 35; ++i) {
+    exchange(Direction::kServer, api_, kStart + 70 * kSecond + i * 100'000'000ULL,
+             "/invoices/" + std::to_string(2000 + i), 200, bearer("fb"), billing_);
+  }
+  EXPECT_TRUE(alerts("object_enumeration").empty());
+  // reports walks sequential ids, mostly refused.
+  for (int i = 0; i < 29; ++i) {
+    exchange(Direction::kServer, api_, kStart + 80 * kSecond + i * 10'000'000ULL, "/invoices/" + std::to_string(i + 1),
+             i % 4 == 0 ? 200 : 404, bearer("fr"), reports_);
+  }
+  EXPECT_TRUE(alerts("object_enumeration").empty());
+  exchange(Direction::kServer, api_, kStart + 81 * kSecond, "/invoices/30", 404, bearer("fr"), reports_);
+  exchange(Direction::kServer, api_, kStart + 81 * kSecond, "/invoices/31", 404, bearer("fr"), reports_);
+  auto got = alerts("object_enumeration");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["severity"], "high");
+  EXPECT_EQ(got[0]["identity"], "cgroup:/demo/reports");
+  EXPECT_EQ(got[0]["summary"],
+            "cgroup:/demo/reports touched 30 distinct ids on GET /invoices/{id} of cgroup:/demo/api within 60 s");
+  EXPECT_EQ(got[0]["evidence"]["distinct_ids"], 30);
+  EXPECT_EQ(got[0]["evidence"]["sequential_share"], 1.0);
+  EXPECT_EQ(got[0]["evidence"]["last_ids"], (nlohmann::json{"26", "27", "28", "29", "30"}));
+  EXPECT_EQ(got[0]["credential"]["fingerprint"], "fr");
+}
+
+TEST_F(DetectTest, AuthFailureBurstWithinTheWindowOnly) {
+  using records::Direction;
+  DetectOptions options;
+  options.auth_failure_threshold = 20;
+  start(options);
+  // 19 failures spread over two minutes: never 20 within 60 s.
+  for (int i = 0; i < 19; ++i) {
+    exchange(Direction::kServer, api_, kStart + i * 7 * kSecond, "/login", 401, bearer("x"), reports_);
+  }
+  EXPECT_TRUE(alerts("auth_failure_burst").empty());
+  for (int i = 0; i < 20; ++i) {
+    exchange(Direction::kServer, api_, kStart + 200 * kSecond + i * kSecond, "/admin", 403, bearer("x"), reports_);
+  }
+  auto got = alerts("auth_failure_burst");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["evidence"]["failures"], 20);
+  EXPECT_EQ(got[0]["evidence"]["last"]["status"], 403);
+}
+
+TEST_F(DetectTest, NewEndpointsAndPeersAfterTheCallersOwnLearningPeriod) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  start(options);
+  exchange(Direction::kServer, api_, kStart, "/invoices/1", 200, bearer("fb"), billing_);
+  exchange(Direction::kServer, api_, kStart + 20 * kSecond, "/invoices/2", 200, bearer("fb"), billing_);  // known
+  exchange(Direction::kServer, api_, kStart + 21 * kSecond, "/reports", 200, bearer("fb"), billing_);
+  exchange(Direction::kServer, api_, kStart + 22 * kSecond, "/invoices/3", 200, bearer("fb"), billing_, "node",
+           "DELETE");
+  // A client-side call to a service off the node: a new peer.
+  exchange(Direction::kClient, billing_, kStart + 23 * kSecond, "/v1/charges", 200, bearer("fb"), std::nullopt,
+           "external");
+  // reports is new: it learns first, whatever it calls.
+  exchange(Direction::kServer, api_, kStart + 24 * kSecond, "/admin/users", 200, bearer("fr"), reports_);
+
+  auto endpoints = alerts("new_endpoint");
+  ASSERT_EQ(endpoints.size(), 3u);
+  EXPECT_EQ(endpoints[0]["summary"], "cgroup:/demo/billing used GET /reports of cgroup:/demo/api for the first time");
+  EXPECT_EQ(endpoints[0]["severity"], "low");
+  EXPECT_EQ(endpoints[1]["summary"],
+            "cgroup:/demo/billing used DELETE /invoices/{id} of cgroup:/demo/api for the first time "
+            "(administrative or write access)");
+  EXPECT_EQ(endpoints[1]["severity"], "high");
+  EXPECT_EQ(endpoints[2]["evidence"]["service"], "ip:127.0.0.1:8080");
+  auto peers = alerts("new_peer");
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0]["summary"], "cgroup:/demo/billing called ip:127.0.0.1:8080 for the first time");
 }
 
 }  // namespace

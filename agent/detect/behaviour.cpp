@@ -1,0 +1,176 @@
+// The behavioural detectors: object-id enumeration, bursts of authorization failures, and routes or
+// destinations a caller never used during its learning period.
+#include "agent/detect/engine.h"
+
+#include <algorithm>
+#include <charconv>
+#include <vector>
+
+namespace apiwarden::detect {
+namespace {
+
+constexpr uint64_t kNsPerSecond = 1'000'000'000ULL;
+
+bool denied(const records::HttpRecord& record) {
+  return record.status && (*record.status == 401 || *record.status == 403 || *record.status == 404);
+}
+
+// Share of the ids that are the previous id + 1, among numeric ids in arrival order.
+template <typename Uses>
+double sequentialShare(const Uses& seen) {
+  size_t sequential = 0, pairs = 0;
+  std::optional<uint64_t> previous;
+  for (const auto& use : seen) {
+    const std::string& id = use.id;
+    uint64_t value = 0;
+    auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), value);
+    bool numeric = ec == std::errc() && end == id.data() + id.size();
+    if (numeric && previous) {
+      ++pairs;
+      sequential += value == *previous + 1;
+    }
+    previous = numeric ? std::optional(value) : std::nullopt;
+  }
+  return pairs ? static_cast<double>(sequential) / static_cast<double>(pairs) : 0.0;
+}
+
+// Routes whose misuse is worse: administrative paths, and writes.
+bool adminLike(const std::string& method, const std::string& route) {
+  for (const char* word : {"admin", "internal", "debug", "actuator", "manage"}) {
+    if (route.find(word) != std::string::npos) return true;
+  }
+  return method == "DELETE" || method == "PUT" || method == "PATCH";
+}
+
+}  // namespace
+
+void DetectionEngine::objectEnumeration(const Call& call) {
+  const records::HttpRecord& record = *call.record;
+  if (!call.primary || !call.caller || call.route.last_id.empty()) return;
+  std::string key = call.caller->identity + " " + call.service + " " + record.method + " " + call.route.template_;
+  auto it = id_windows_.find(key);
+  if (it == id_windows_.end()) {
+    if (id_windows_.size() >= options_.max_keys) return;
+    it = id_windows_.emplace(std::move(key), IdWindow{}).first;
+  }
+  IdWindow& window = it->second;
+  uint64_t now = record.ts_ns;
+  while (!window.seen.empty() && window.seen.front().ts_ns + options_.burst_window_ns < now) {
+    const IdUse& oldest = window.seen.front();
+    if (--window.distinct[oldest.id] == 0) window.distinct.erase(oldest.id);
+    window.denied -= oldest.denied;
+    window.seen.pop_front();
+  }
+  if (window.seen.size() >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
+  window.seen.push_back({now, call.route.last_id, denied(record)});
+  ++window.distinct[call.route.last_id];
+  window.denied += window.seen.back().denied;
+
+  size_t distinct = window.distinct.size();
+  if (learning(now)) {
+    window.learned_max = std::max(window.learned_max, distinct);
+    return;
+  }
+  // A caller that walked this many ids while learning does so normally: hold it to twice that.
+  size_t threshold = std::max(options_.enumeration_threshold, 2 * window.learned_max);
+  if (distinct < threshold) return;
+
+  double sequential = sequentialShare(window.seen);
+  double denied_share = static_cast<double>(window.denied) / static_cast<double>(window.seen.size());
+  Alert alert = alertFor(call, "object_enumeration",
+                         sequential > 0.5 || denied_share > 0.5 ? Severity::kHigh : Severity::kMedium);
+  alert.summary = call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " +
+                  record.method + " " + call.route.template_ + " of " + call.service + " within " +
+                  std::to_string(options_.burst_window_ns / kNsPerSecond) + " s";
+  std::vector<std::string> examples;
+  for (size_t i = window.seen.size() > 5 ? window.seen.size() - 5 : 0; i < window.seen.size(); ++i) {
+    examples.push_back(window.seen[i].id);
+  }
+  alert.evidence = {{"service", call.service},
+                    {"method", record.method},
+                    {"route", call.route.template_},
+                    {"distinct_ids", distinct},
+                    {"threshold", threshold},
+                    {"sequential_share", sequential},
+                    {"denied_share", denied_share},
+                    {"last_ids", examples}};
+  alert.dedupe_key = "object_enumeration/" + it->first;
+  raise(std::move(alert));
+}
+
+void DetectionEngine::authFailureBurst(const Call& call) {
+  const records::HttpRecord& record = *call.record;
+  if (!call.primary || !call.caller || !record.status || (*record.status != 401 && *record.status != 403)) return;
+  auto it = failures_.find(call.caller->identity);
+  if (it == failures_.end()) {
+    if (failures_.size() >= options_.max_keys) return;
+    it = failures_.emplace(call.caller->identity, FailureWindow{}).first;
+  }
+  std::deque<uint64_t>& at = it->second.at;
+  uint64_t now = record.ts_ns;
+  while (!at.empty() && at.front() + options_.burst_window_ns < now) at.pop_front();
+  if (at.size() < 4 * options_.auth_failure_threshold) at.push_back(now);
+  if (at.size() < options_.auth_failure_threshold) return;
+
+  Alert alert = alertFor(call, "auth_failure_burst", Severity::kHigh);
+  alert.summary = call.caller->identity + " got " + std::to_string(at.size()) + " authorization failures (401/403) within " +
+                  std::to_string(options_.burst_window_ns / kNsPerSecond) +
+                  " s: credential stuffing, or a revoked secret still in use";
+  alert.evidence = {{"failures", at.size()},
+                    {"last", {{"service", call.service},
+                              {"method", record.method},
+                              {"route", call.route.template_},
+                              {"status", *record.status}}}};
+  alert.dedupe_key = "auth_failure_burst/" + call.caller->identity;
+  raise(std::move(alert));
+}
+
+void DetectionEngine::newEndpointOrPeer(const Call& call) {
+  const records::HttpRecord& record = *call.record;
+  if (!call.primary || !call.caller) return;
+  auto it = callers_.find(call.caller->identity);
+  if (it == callers_.end()) {
+    if (callers_.size() >= options_.max_keys) return;
+    it = callers_.emplace(call.caller->identity, CallerBaseline{record.ts_ns, {}, {}}).first;
+  }
+  CallerBaseline& baseline = it->second;
+  uint64_t now = record.ts_ns;
+  // Every caller learns for the learning period from when it is first seen, and not before the
+  // agent's own learning period is over.
+  bool learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
+  constexpr size_t kMaxPerCaller = 4096;
+
+  bool new_peer = !baseline.peers.contains(call.service) && baseline.peers.size() < kMaxPerCaller;
+  if (new_peer) baseline.peers.insert(call.service);
+  std::string endpoint = call.service + " " + record.method + " " + call.route.template_;
+  bool new_endpoint = !baseline.endpoints.contains(endpoint) && baseline.endpoints.size() < kMaxPerCaller;
+  if (new_endpoint) baseline.endpoints.insert(endpoint);
+  if (!learned) return;
+
+  if (new_peer) {
+    Alert alert = alertFor(call, "new_peer", Severity::kMedium);
+    alert.summary = call.caller->identity + " called " + call.service + " for the first time";
+    alert.evidence = {{"service", call.service},
+                      {"known_peers", baseline.peers.size() - 1},
+                      {"first_call", {{"method", record.method}, {"route", call.route.template_}}}};
+    if (record.status) alert.evidence["first_call"]["status"] = *record.status;
+    alert.dedupe_key = "new_peer/" + call.caller->identity + "/" + call.service;
+    raise(std::move(alert));
+  }
+  if (new_endpoint) {
+    bool admin = adminLike(record.method, call.route.template_);
+    Alert alert = alertFor(call, "new_endpoint", admin ? Severity::kHigh : Severity::kLow);
+    alert.summary = call.caller->identity + " used " + record.method + " " + call.route.template_ + " of " +
+                    call.service + " for the first time" + (admin ? " (administrative or write access)" : "");
+    alert.evidence = {{"service", call.service},
+                      {"method", record.method},
+                      {"route", call.route.template_},
+                      {"admin_like", admin},
+                      {"known_endpoints", baseline.endpoints.size() - 1}};
+    if (record.status) alert.evidence["status"] = *record.status;
+    alert.dedupe_key = "new_endpoint/" + call.caller->identity + "/" + endpoint;
+    raise(std::move(alert));
+  }
+}
+
+}  // namespace apiwarden::detect
