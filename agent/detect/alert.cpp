@@ -6,10 +6,14 @@ namespace apiwarden::detect {
 
 std::string_view toString(Severity severity) {
   switch (severity) {
-    case Severity::kLow: return "low";
-    case Severity::kMedium: return "medium";
-    case Severity::kHigh: return "high";
-    case Severity::kCritical: return "critical";
+    case Severity::kLow:
+      return "low";
+    case Severity::kMedium:
+      return "medium";
+    case Severity::kHigh:
+      return "high";
+    case Severity::kCritical:
+      return "critical";
   }
   return "unknown";
 }
@@ -28,9 +32,7 @@ AlertLog::~AlertLog() {
 
 void AlertLog::flush() { std::fflush(file_); }
 
-nlohmann::json workloadJson(const records::Workload& w) {
-  return nlohmann::json::parse(records::workloadToJson(w));
-}
+nlohmann::json workloadJson(const records::Workload& w) { return nlohmann::json::parse(records::workloadToJson(w)); }
 
 void AlertLog::forgetOlderThan(uint64_t ts_ns) {
   std::erase_if(seen_, [ts_ns](const auto& entry) { return entry.second.last_seen < ts_ns; });

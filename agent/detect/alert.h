@@ -3,17 +3,16 @@
 // the window is written with the count so far, so a persistent problem neither floods nor vanishes.
 #pragma once
 
-#include "agent/credentials/credential.h"
-#include "agent/export/record.h"
-#include "apiwarden/common/result.h"
-
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
+
+#include "agent/credentials/credential.h"
+#include "agent/export/record.h"
+#include "apiwarden/common/result.h"
 
 namespace apiwarden::detect {
 
@@ -23,11 +22,11 @@ std::string_view toString(Severity severity);
 struct Alert {
   std::string detector;  // stable id: "shared_credential", ...
   Severity severity = Severity::kMedium;
-  std::string summary;                   // one line a SOC analyst can act on
+  std::string summary;                        // one line a SOC analyst can act on
   std::optional<records::Workload> workload;  // the workload the alert is about, when it is one
-  std::string identity;                  // its identity key (SPIFFE ID, owner, unit, cgroup)
+  std::string identity;                       // its identity key (SPIFFE ID, owner, unit, cgroup)
   credentials::Scheme scheme = credentials::Scheme::kNone;
-  std::string fingerprint;               // the credential's keyed fingerprint; never the secret
+  std::string fingerprint;  // the credential's keyed fingerprint; never the secret
   nlohmann::json evidence = nlohmann::json::object();
   std::string dedupe_key;
   uint64_t ts_ns = 0;  // wall clock of the record that tripped it

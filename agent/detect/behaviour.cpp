@@ -1,10 +1,10 @@
 // The behavioural detectors: object-id enumeration, bursts of authorization failures, and routes or
 // destinations a caller never used during its learning period.
-#include "agent/detect/engine.h"
-
 #include <algorithm>
 #include <charconv>
 #include <vector>
+
+#include "agent/detect/engine.h"
 
 namespace apiwarden::detect {
 namespace {
@@ -79,21 +79,16 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   double denied_share = static_cast<double>(window.denied) / static_cast<double>(window.seen.size());
   Alert alert = alertFor(call, "object_enumeration",
                          sequential > 0.5 || denied_share > 0.5 ? Severity::kHigh : Severity::kMedium);
-  alert.summary = call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " +
-                  record.method + " " + call.route.template_ + " of " + call.service + " within " +
+  alert.summary = call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " + record.method +
+                  " " + call.route.template_ + " of " + call.service + " within " +
                   std::to_string(options_.burst_window_ns / kNsPerSecond) + " s";
   std::vector<std::string> examples;
   for (size_t i = window.seen.size() > 5 ? window.seen.size() - 5 : 0; i < window.seen.size(); ++i) {
     examples.push_back(window.seen[i].id);
   }
-  alert.evidence = {{"service", call.service},
-                    {"method", record.method},
-                    {"route", call.route.template_},
-                    {"distinct_ids", distinct},
-                    {"threshold", threshold},
-                    {"sequential_share", sequential},
-                    {"denied_share", denied_share},
-                    {"last_ids", examples}};
+  alert.evidence = {{"service", call.service},      {"method", record.method}, {"route", call.route.template_},
+                    {"distinct_ids", distinct},     {"threshold", threshold},  {"sequential_share", sequential},
+                    {"denied_share", denied_share}, {"last_ids", examples}};
   alert.dedupe_key = "object_enumeration/" + it->first;
   raise(std::move(alert));
 }
@@ -113,14 +108,16 @@ void DetectionEngine::authFailureBurst(const Call& call) {
   if (at.size() < options_.auth_failure_threshold) return;
 
   Alert alert = alertFor(call, "auth_failure_burst", Severity::kHigh);
-  alert.summary = call.caller->identity + " got " + std::to_string(at.size()) + " authorization failures (401/403) within " +
+  alert.summary = call.caller->identity + " got " + std::to_string(at.size()) +
+                  " authorization failures (401/403) within " +
                   std::to_string(options_.burst_window_ns / kNsPerSecond) +
                   " s: credential stuffing, or a revoked secret still in use";
   alert.evidence = {{"failures", at.size()},
-                    {"last", {{"service", call.service},
-                              {"method", record.method},
-                              {"route", call.route.template_},
-                              {"status", *record.status}}}};
+                    {"last",
+                     {{"service", call.service},
+                      {"method", record.method},
+                      {"route", call.route.template_},
+                      {"status", *record.status}}}};
   alert.dedupe_key = "auth_failure_burst/" + call.caller->identity;
   raise(std::move(alert));
 }

@@ -1,8 +1,8 @@
 #include "agent/detect/engine.h"
 
-#include "agent/export/json_lines.h"
-
 #include <vector>
+
+#include "agent/export/json_lines.h"
 
 namespace apiwarden::detect {
 namespace {
@@ -66,6 +66,8 @@ void DetectionEngine::write(const HttpRecord& record) {
   objectEnumeration(call);
   authFailureBurst(call);
   newEndpointOrPeer(call);
+  spikes(call);
+  responseVolume(call);
   next_.write(record);
 }
 
@@ -103,9 +105,8 @@ void DetectionEngine::sharedCredential(const Call& call) {
   }
   CredentialUse& use = it->second;
   uint64_t now = record.ts_ns;
-  std::erase_if(use.presenters, [&](const auto& entry) {
-    return entry.second.last_seen + options_.shared_window_ns < now;
-  });
+  std::erase_if(use.presenters,
+                [&](const auto& entry) { return entry.second.last_seen + options_.shared_window_ns < now; });
   auto [slot, added] = use.presenters.try_emplace(caller->identity);
   Presenter& p = slot->second;
   if (added) {
@@ -131,8 +132,8 @@ void DetectionEngine::sharedCredential(const Call& call) {
     presenters.push_back(std::move(entry));
   }
   alert.summary = std::string(credentials::toString(use.scheme)) + " credential " +
-                  shortFingerprint(credential.fingerprint) + " presented by " +
-                  std::to_string(use.presenters.size()) + " workloads: " + names;
+                  shortFingerprint(credential.fingerprint) + " presented by " + std::to_string(use.presenters.size()) +
+                  " workloads: " + names;
   alert.workload = slot->second.workload;
   alert.identity = slot->first;
   alert.scheme = use.scheme;
@@ -172,17 +173,22 @@ void DetectionEngine::staleCredential(const Call& call) {
   alert.severity = severity;
   alert.workload = record.flow->workload;
   alert.identity = identityOf(record.flow->workload);
-  alert.summary = summary + (jwt.iss.empty() ? "" : ", issuer " + jwt.iss) + (jwt.sub.empty() ? "" : ", subject " + jwt.sub);
+  alert.summary =
+      summary + (jwt.iss.empty() ? "" : ", issuer " + jwt.iss) + (jwt.sub.empty() ? "" : ", subject " + jwt.sub);
   alert.scheme = credential.scheme;
   alert.fingerprint = credential.fingerprint;
   nlohmann::json claims = nlohmann::json::object();
-  for (auto [key, value] : {std::pair<const char*, const std::optional<int64_t>*>{"iat", &jwt.iat}, {"exp", &jwt.exp}}) {
+  for (auto [key, value] :
+       {std::pair<const char*, const std::optional<int64_t>*>{"iat", &jwt.iat}, {"exp", &jwt.exp}}) {
     if (*value) claims[key] = **value;
   }
-  for (auto [key, value] : {std::pair<const char*, const std::string*>{"iss", &jwt.iss}, {"sub", &jwt.sub}, {"kid", &jwt.kid}}) {
+  for (auto [key, value] :
+       {std::pair<const char*, const std::string*>{"iss", &jwt.iss}, {"sub", &jwt.sub}, {"kid", &jwt.kid}}) {
     if (!value->empty()) claims[key] = *value;
   }
-  alert.evidence = {{"reason", reason}, {"claims", std::move(claims)}, {"direction", record.flow->direction == Direction::kServer ? "server" : "client"}};
+  alert.evidence = {{"reason", reason},
+                    {"claims", std::move(claims)},
+                    {"direction", record.flow->direction == Direction::kServer ? "server" : "client"}};
   if (record.status) alert.evidence["status"] = *record.status;
   alert.dedupe_key = "stale_credential/" + reason + "/" + credential.fingerprint;
   alert.ts_ns = record.ts_ns;
@@ -216,8 +222,8 @@ void DetectionEngine::unauthenticatedAccess(const Call& call) {
   alert.severity = Severity::kHigh;
   alert.workload = flow.workload;
   alert.identity = service;
-  alert.summary = record.method + " " + route + " answered " + std::to_string(*record.status) +
-                  " without any credential " + why;
+  alert.summary =
+      record.method + " " + route + " answered " + std::to_string(*record.status) + " without any credential " + why;
   alert.evidence = {{"method", record.method},
                     {"route", route},
                     {"status", *record.status},

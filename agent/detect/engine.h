@@ -11,11 +11,10 @@
 //   auth_failure_burst       one caller collecting many 401/403 in a window
 //   new_endpoint, new_peer   a caller past its learning period using a route or a destination it
 //                            never used before
+//   rate_spike, error_spike  a caller's requests (or 5xx answers) per second far above its own
+//                            streaming mean and deviation
+//   response_volume          a response far larger than the route's usual ones (exfiltration-sized)
 #pragma once
-
-#include "agent/detect/alert.h"
-#include "agent/detect/route.h"
-#include "agent/export/record.h"
 
 #include <cstdint>
 #include <deque>
@@ -25,19 +24,28 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "agent/detect/alert.h"
+#include "agent/detect/route.h"
+#include "agent/export/record.h"
+
 namespace apiwarden::detect {
 
 struct DetectOptions {
-  uint64_t learning_ns = 300'000'000'000ULL;        // behavioural detectors wait this long after start
+  uint64_t learning_ns = 300'000'000'000ULL;         // behavioural detectors wait this long after start
   uint64_t shared_window_ns = 3'600'000'000'000ULL;  // presenters of one credential counted over this
   int64_t jwt_max_lifetime_s = 86'400;               // exp - iat beyond this is a long-lived token
-  uint64_t min_authenticated = 20;  // authenticated 2xx on a route before it counts as protected
-  size_t max_credentials = 100'000;  // credentials followed by shared_credential
+  uint64_t min_authenticated = 20;                   // authenticated 2xx on a route before it counts as protected
+  size_t max_credentials = 100'000;                  // credentials followed by shared_credential
   size_t max_routes_per_service = 512;
-  uint64_t burst_window_ns = 60'000'000'000ULL;  // object_enumeration and auth_failure_burst count over this
+  uint64_t burst_window_ns = 60'000'000'000ULL;   // object_enumeration and auth_failure_burst count over this
   size_t enumeration_threshold = 30;              // distinct object ids per caller and route in the window
   size_t auth_failure_threshold = 20;             // 401/403 per caller in the window
   size_t max_keys = 100'000;                      // per detector table; beyond, new keys are not followed
+  double spike_sigmas = 6;                        // rate/error spike: above mean + this many standard deviations
+  uint64_t min_spike_rate = 50;                   // ... and at least this many requests in the second
+  uint64_t min_error_spike = 10;                  // ... or this many 5xx
+  uint64_t min_volume_bytes = 1 << 20;            // response_volume: never below this
+  double volume_factor = 20;                      // ... and this many times the route's mean response
   uint64_t alert_window_ns = 600'000'000'000ULL;  // repeats of one alert within it are counted, not written
 };
 
@@ -106,6 +114,17 @@ class DetectionEngine final : public records::RecordSink {
   struct FailureWindow {
     std::deque<uint64_t> at;
   };
+  // Exponentially weighted mean and variance of a stream (West's incremental form).
+  struct Ewma {
+    double mean = 0, var = 0;
+    uint64_t n = 0;
+    void add(double x, double alpha);
+  };
+  struct CallerRate {
+    uint64_t second = 0;                // the second being counted
+    uint64_t requests = 0, errors = 0;  // in it
+    Ewma rate, error_rate;              // per-second counts of the seconds before
+  };
   struct CallerBaseline {
     uint64_t first_seen = 0;
     std::unordered_set<std::string> endpoints;  // "service METHOD route"
@@ -119,6 +138,8 @@ class DetectionEngine final : public records::RecordSink {
   void objectEnumeration(const Call& call);
   void authFailureBurst(const Call& call);
   void newEndpointOrPeer(const Call& call);
+  void spikes(const Call& call);
+  void responseVolume(const Call& call);
   Alert alertFor(const Call& call, std::string detector, Severity severity);
   void raise(Alert alert);
   bool learning(uint64_t ts_ns) const { return ts_ns < started_ns_ + options_.learning_ns; }
@@ -134,6 +155,8 @@ class DetectionEngine final : public records::RecordSink {
   std::unordered_map<std::string, IdWindow> id_windows_;        // by "caller service method template"
   std::unordered_map<std::string, FailureWindow> failures_;     // by caller
   std::unordered_map<std::string, CallerBaseline> callers_;     // by caller
+  std::unordered_map<std::string, CallerRate> rates_;           // by caller
+  std::unordered_map<std::string, Ewma> response_sizes_;        // by "service method template"
 };
 
 }  // namespace apiwarden::detect

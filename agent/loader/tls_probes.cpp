@@ -1,7 +1,5 @@
 #include "agent/loader/tls_probes.h"
 
-#include "apiwarden/common/log.h"
-
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <dirent.h>
@@ -14,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "apiwarden/common/log.h"
+
 namespace apiwarden::loader {
 namespace {
 
@@ -22,8 +22,8 @@ constexpr unsigned kFullScanEvery = 30;
 
 // Where distributions keep the system's libssl, attached at start so that a process that
 // loads it right after the agent starts is covered before any scan could see it.
-constexpr const char* kSystemLibraryDirs[] = {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                                              "/usr/lib64", "/usr/lib", "/lib64", "/lib"};
+constexpr const char* kSystemLibraryDirs[] = {
+    "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib"};
 
 bool isSslLibraryName(std::string_view path) {
   size_t slash = path.rfind('/');
@@ -102,7 +102,7 @@ Result<void> TlsProbes::start(int cgroup_fd) {
     while (dirent* entry = readdir(entries)) {
       if (!isSslLibraryName(entry->d_name)) continue;
       std::string path = std::string(dir) + "/" + entry->d_name;
-      struct stat st{};
+      struct stat st {};
       if (stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) attachLibrary(path, st.st_dev, st.st_ino);
     }
     closedir(entries);
@@ -148,8 +148,7 @@ void TlsProbes::attachLibrary(const std::string& path, uint64_t device, uint64_t
                   attachProbe(programs_.handshake_ret, path, "SSL_do_handshake", true);
   if (!required) {
     ++attach_failures_;
-    logger("tls")->warn("no TLS plaintext from {}: SSL_do_handshake/SSL_write/SSL_read probes could not attach",
-                        path);
+    logger("tls")->warn("no TLS plaintext from {}: SSL_do_handshake/SSL_write/SSL_read probes could not attach", path);
     return;
   }
   // OpenSSL 1.1.1 and later; older libraries have only the plain calls.

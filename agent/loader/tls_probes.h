@@ -3,8 +3,6 @@
 // covers every process that maps it, now and later, so only libraries never seen before need work.
 #pragma once
 
-#include "apiwarden/common/result.h"
-
 #include <sys/types.h>
 
 #include <cstdint>
@@ -14,6 +12,8 @@
 #include <unordered_set>
 #include <utility>
 #include <vector>
+
+#include "apiwarden/common/result.h"
 
 struct bpf_link;
 struct bpf_map;

@@ -1,14 +1,14 @@
 // Route templates, the alert log's dedupe, and the detectors over synthetic record streams.
-#include "agent/detect/engine.h"
-
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "agent/detect/engine.h"
 
 namespace apiwarden::detect {
 namespace {
@@ -22,8 +22,8 @@ TEST(RouteOf, ObjectIdsCollapseAndTheQueryIsDropped) {
   EXPECT_EQ(routeOf("/v1/items/3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f").template_, "/v1/items/{id}");
   EXPECT_EQ(routeOf("/blobs/deadbeefdeadbeef00").template_, "/blobs/{id}");
   EXPECT_EQ(routeOf("/share/aGVsbG8gd29ybGQgMTIzNDU2").template_, "/share/{id}");
-  EXPECT_EQ(routeOf("/v2/users/me").template_, "/v2/users/me");       // words stay
-  EXPECT_EQ(routeOf("/cafe").template_, "/cafe");                     // short hex is a word
+  EXPECT_EQ(routeOf("/v2/users/me").template_, "/v2/users/me");  // words stay
+  EXPECT_EQ(routeOf("/cafe").template_, "/cafe");                // short hex is a word
   EXPECT_EQ(routeOf("/api/health-check-endpoint").template_, "/api/health-check-endpoint");
   EXPECT_EQ(routeOf("").template_, "/");
   EXPECT_EQ(routeOf("/a//b/").template_, "/a//b/");
@@ -101,6 +101,7 @@ class DetectTest : public ::testing::Test {
     record.path = std::move(path);
     record.status = status;
     record.credential = std::move(credential);
+    record.response_bytes = response_bytes_;
     engine_->write(record);
   }
 
@@ -109,6 +110,7 @@ class DetectTest : public ::testing::Test {
   }
 
   std::string dir_;
+  uint64_t response_bytes_ = 2000;  // of the next exchanges
   NullSink sink_;
   std::unique_ptr<AlertLog> log_;
   std::unique_ptr<DetectionEngine> engine_;
@@ -129,7 +131,8 @@ TEST_F(DetectTest, SharedCredentialNamesBothWorkloadsOnceAndCountsRepeats) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0]["detector"], "shared_credential");
   EXPECT_EQ(got[0]["severity"], "high");
-  EXPECT_EQ(got[0]["summary"], "bearer credential f1 presented by 2 workloads: cgroup:/demo/billing, cgroup:/demo/reports");
+  EXPECT_EQ(got[0]["summary"],
+            "bearer credential f1 presented by 2 workloads: cgroup:/demo/billing, cgroup:/demo/reports");
   EXPECT_EQ(got[0]["credential"], (nlohmann::json{{"scheme", "bearer"}, {"fingerprint", "f1"}}));
   EXPECT_EQ(got[0]["workload"]["cgroup_path"], "/demo/reports");
   EXPECT_EQ(got[0]["evidence"]["presenters"][0]["records"], 6);
@@ -167,7 +170,7 @@ TEST_F(DetectTest, StaleJwts) {
     return c;
   };
   int64_t now = static_cast<int64_t>(kStart / kSecond);
-  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 60, now + 600, "ok"));          // fine
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 60, now + 600, "ok"));  // fine
   exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 60, std::nullopt, "forever"));
   exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt(now - 7200, now - 3600, "expired"));
   exchange(Direction::kClient, billing_, kStart, "/a", 401, jwt(now - 7200, now - 3600, "expired-refused"));
@@ -192,8 +195,8 @@ TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
   for (int i = 0; i < 3; ++i) {
     exchange(Direction::kServer, api_, kStart + i * kSecond, "/users/" + std::to_string(i), 200, bearer("f"), billing_);
   }
-  exchange(Direction::kServer, api_, kStart + 5 * kSecond, "/users/9", 200, {}, billing_);  // still learning
-  exchange(Direction::kServer, api_, kStart + 40 * kSecond, "/health", 200, {}, billing_);  // never protected
+  exchange(Direction::kServer, api_, kStart + 5 * kSecond, "/users/9", 200, {}, billing_);    // still learning
+  exchange(Direction::kServer, api_, kStart + 40 * kSecond, "/health", 200, {}, billing_);    // never protected
   exchange(Direction::kServer, api_, kStart + 41 * kSecond, "/users/10", 401, {}, billing_);  // refused: fine
   EXPECT_TRUE(alerts("unauthenticated_access").empty());
 
@@ -201,8 +204,9 @@ TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
   auto got = alerts("unauthenticated_access");
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0]["detector"], "unauthenticated_access");
-  EXPECT_EQ(got[0]["summary"],
-            "GET /users/{id} answered 200 without any credential on a route whose successful responses carry credentials");
+  EXPECT_EQ(
+      got[0]["summary"],
+      "GET /users/{id} answered 200 without any credential on a route whose successful responses carry credentials");
   EXPECT_EQ(got[0]["evidence"]["caller"], "cgroup:/demo/reports");
   EXPECT_EQ(got[0]["evidence"]["authenticated_2xx"], 3);
 }
@@ -299,6 +303,57 @@ TEST_F(DetectTest, NewEndpointsAndPeersAfterTheCallersOwnLearningPeriod) {
   auto peers = alerts("new_peer");
   ASSERT_EQ(peers.size(), 1u);
   EXPECT_EQ(peers[0]["summary"], "cgroup:/demo/billing called ip:127.0.0.1:8080 for the first time");
+}
+
+TEST_F(DetectTest, RateAndErrorSpikesAgainstTheCallersOwnRate) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 60 * kSecond;
+  start(options);
+  // Five requests a second for two minutes, with the odd 500.
+  for (uint64_t t = 0; t < 120; ++t) {
+    for (int i = 0; i < 5; ++i) {
+      exchange(Direction::kServer, api_, kStart + t * kSecond + i * 150'000'000ULL, "/orders",
+               t % 30 == 0 && i == 0 ? 500 : 200, bearer("fb"), billing_);
+    }
+  }
+  EXPECT_TRUE(alerts().empty());
+  // Then 200 in one second, the last 40 of them failing.
+  for (int i = 0; i < 200; ++i) {
+    exchange(Direction::kServer, api_, kStart + 120 * kSecond + i * 4'000'000ULL, "/orders", i >= 160 ? 503 : 200,
+             bearer("fb"), billing_);
+  }
+  auto rate = alerts("rate_spike");
+  ASSERT_EQ(rate.size(), 1u);
+  EXPECT_EQ(rate[0]["evidence"]["requests_this_second"], 51);  // alerted the moment it crossed the floor of 50
+  EXPECT_EQ(rate[0]["identity"], "cgroup:/demo/billing");
+  auto errors = alerts("error_spike");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0]["evidence"]["errors_this_second"], 11);
+  EXPECT_EQ(errors[0]["evidence"]["last"]["status"], 503);
+  EXPECT_EQ(alerts().size(), 2u);
+}
+
+TEST_F(DetectTest, ExfiltrationSizedResponse) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  start(options);
+  for (int i = 0; i < 30; ++i) {
+    response_bytes_ = 1500 + static_cast<uint64_t>(i) * 20;
+    exchange(Direction::kServer, api_, kStart + static_cast<uint64_t>(i) * kSecond, "/export/" + std::to_string(i), 200,
+             bearer("fb"), billing_);
+  }
+  response_bytes_ = 900'000;  // large, but under the 1 MiB floor
+  exchange(Direction::kServer, api_, kStart + 31 * kSecond, "/export/77", 200, bearer("fb"), billing_);
+  EXPECT_TRUE(alerts("response_volume").empty());
+  response_bytes_ = 50'000'000;
+  exchange(Direction::kServer, api_, kStart + 32 * kSecond, "/export/78", 200, bearer("fb"), billing_);
+  auto got = alerts("response_volume");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["severity"], "high");
+  EXPECT_EQ(got[0]["evidence"]["response_bytes"], 50'000'000);
+  EXPECT_EQ(got[0]["evidence"]["route"], "/export/{id}");
 }
 
 }  // namespace
