@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export APIWARDEN_BUILD=$PWD/$BUILD
 echo "== pipeline vs raw drain (user space, same records)"
 "$BUILD/bin/apiwarden_pipeline_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+echo "== detectors' cost per request (same records with and without them)"
+"$BUILD/bin/apiwarden_detect_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 echo "== request-rate overhead (wrk + nginx, agent on vs off, interleaved medians)"
 /usr/bin/python3 bench/http_overhead.py
 echo "== sustained ingest (wrk + nginx, 60 s)"

@@ -15,21 +15,23 @@ bool denied(const records::HttpRecord& record) {
   return record.status && (*record.status == 401 || *record.status == 403 || *record.status == 404);
 }
 
+int64_t decimalValue(std::string_view id) {
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), value);
+  return ec == std::errc() && end == id.data() + id.size() && value >= 0 ? value : -1;
+}
+
 // Share of the ids that are the previous id + 1, among numeric ids in arrival order.
 template <typename Uses>
 double sequentialShare(const Uses& seen) {
   size_t sequential = 0, pairs = 0;
-  std::optional<uint64_t> previous;
+  int64_t previous = -1;
   for (const auto& use : seen) {
-    const std::string& id = use.id;
-    uint64_t value = 0;
-    auto [end, ec] = std::from_chars(id.data(), id.data() + id.size(), value);
-    bool numeric = ec == std::errc() && end == id.data() + id.size();
-    if (numeric && previous) {
+    if (use.number >= 0 && previous >= 0) {
       ++pairs;
-      sequential += value == *previous + 1;
+      sequential += use.number == previous + 1;
     }
-    previous = numeric ? std::optional(value) : std::nullopt;
+    previous = use.number;
   }
   return pairs ? static_cast<double>(sequential) / static_cast<double>(pairs) : 0.0;
 }
@@ -46,25 +48,27 @@ bool adminLike(const std::string& method, const std::string& route) {
 
 void DetectionEngine::objectEnumeration(const Call& call) {
   const records::HttpRecord& record = *call.record;
-  if (!call.primary || !call.caller || call.route.last_id.empty()) return;
-  std::string key = call.caller->identity + " " + call.service + " " + record.method + " " + call.route.template_;
-  auto it = id_windows_.find(key);
+  if (!call.primary || !call.caller || call.last_id.empty()) return;
+  uint64_t window_key =
+      std::hash<std::string>{}(key({*call.caller->identity, *call.service, record.method, *call.route}));
+  auto it = id_windows_.find(window_key);
   if (it == id_windows_.end()) {
     if (id_windows_.size() >= options_.max_keys) return;
-    it = id_windows_.emplace(std::move(key), IdWindow{}).first;
+    it = id_windows_.emplace(window_key, IdWindow{}).first;
   }
   IdWindow& window = it->second;
   uint64_t now = record.ts_ns;
   while (!window.seen.empty() && window.seen.front().ts_ns + options_.burst_window_ns < now) {
     const IdUse& oldest = window.seen.front();
-    if (--window.distinct[oldest.id] == 0) window.distinct.erase(oldest.id);
+    if (--window.distinct[oldest.id_hash] == 0) window.distinct.erase(oldest.id_hash);
     window.denied -= oldest.denied;
     window.seen.pop_front();
   }
   if (window.seen.size() >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
-  window.seen.push_back({now, call.route.last_id, denied(record)});
-  ++window.distinct[call.route.last_id];
+  window.seen.push_back({now, std::hash<std::string_view>{}(call.last_id), decimalValue(call.last_id), denied(record)});
+  ++window.distinct[window.seen.back().id_hash];
   window.denied += window.seen.back().denied;
+  window.recent[window.recent_next++ % window.recent.size()].assign(call.last_id);
 
   size_t distinct = window.distinct.size();
   if (learning(now)) {
@@ -79,93 +83,83 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   double denied_share = static_cast<double>(window.denied) / static_cast<double>(window.seen.size());
   Alert alert = alertFor(call, "object_enumeration",
                          sequential > 0.5 || denied_share > 0.5 ? Severity::kHigh : Severity::kMedium);
-  alert.summary = call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " + record.method +
-                  " " + call.route.template_ + " of " + call.service + " within " +
+  alert.summary = *call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " +
+                  record.method + " " + *call.route + " of " + *call.service + " within " +
                   std::to_string(options_.burst_window_ns / kNsPerSecond) + " s";
-  std::vector<std::string> examples;
-  for (size_t i = window.seen.size() > 5 ? window.seen.size() - 5 : 0; i < window.seen.size(); ++i) {
-    examples.push_back(window.seen[i].id);
+  std::vector<std::string> examples;  // oldest first
+  for (size_t i = 0; i < window.recent.size(); ++i) {
+    const std::string& id = window.recent[(window.recent_next + i) % window.recent.size()];
+    if (!id.empty()) examples.push_back(id);
   }
-  alert.evidence = {{"service", call.service},      {"method", record.method}, {"route", call.route.template_},
+  alert.evidence = {{"service", *call.service},     {"method", record.method}, {"route", *call.route},
                     {"distinct_ids", distinct},     {"threshold", threshold},  {"sequential_share", sequential},
                     {"denied_share", denied_share}, {"last_ids", examples}};
-  alert.dedupe_key = "object_enumeration/" + it->first;
+  alert.dedupe_key =
+      "object_enumeration/" + *call.caller->identity + " " + *call.service + " " + record.method + " " + *call.route;
   raise(std::move(alert));
 }
 
-void DetectionEngine::authFailureBurst(const Call& call) {
+void DetectionEngine::authFailureBurst(const Call& call, CallerState* caller) {
   const records::HttpRecord& record = *call.record;
-  if (!call.primary || !call.caller || !record.status || (*record.status != 401 && *record.status != 403)) return;
-  auto it = failures_.find(call.caller->identity);
-  if (it == failures_.end()) {
-    if (failures_.size() >= options_.max_keys) return;
-    it = failures_.emplace(call.caller->identity, FailureWindow{}).first;
-  }
-  std::deque<uint64_t>& at = it->second.at;
+  if (!caller || !record.status || (*record.status != 401 && *record.status != 403)) return;
+  std::deque<uint64_t>& at = caller->failures.at;
   uint64_t now = record.ts_ns;
   while (!at.empty() && at.front() + options_.burst_window_ns < now) at.pop_front();
   if (at.size() < 4 * options_.auth_failure_threshold) at.push_back(now);
   if (at.size() < options_.auth_failure_threshold) return;
 
   Alert alert = alertFor(call, "auth_failure_burst", Severity::kHigh);
-  alert.summary = call.caller->identity + " got " + std::to_string(at.size()) +
+  alert.summary = *call.caller->identity + " got " + std::to_string(at.size()) +
                   " authorization failures (401/403) within " +
                   std::to_string(options_.burst_window_ns / kNsPerSecond) +
                   " s: credential stuffing, or a revoked secret still in use";
-  alert.evidence = {{"failures", at.size()},
-                    {"last",
-                     {{"service", call.service},
-                      {"method", record.method},
-                      {"route", call.route.template_},
-                      {"status", *record.status}}}};
-  alert.dedupe_key = "auth_failure_burst/" + call.caller->identity;
+  alert.evidence = {
+      {"failures", at.size()},
+      {"last",
+       {{"service", *call.service}, {"method", record.method}, {"route", *call.route}, {"status", *record.status}}}};
+  alert.dedupe_key = "auth_failure_burst/" + *call.caller->identity;
   raise(std::move(alert));
 }
 
-void DetectionEngine::newEndpointOrPeer(const Call& call) {
+void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller) {
   const records::HttpRecord& record = *call.record;
-  if (!call.primary || !call.caller) return;
-  auto it = callers_.find(call.caller->identity);
-  if (it == callers_.end()) {
-    if (callers_.size() >= options_.max_keys) return;
-    it = callers_.emplace(call.caller->identity, CallerBaseline{record.ts_ns, {}, {}}).first;
-  }
-  CallerBaseline& baseline = it->second;
+  if (!caller) return;
+  CallerBaseline& baseline = caller->baseline;
   uint64_t now = record.ts_ns;
   // Every caller learns for the learning period from when it is first seen, and not before the
   // agent's own learning period is over.
   bool learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
   constexpr size_t kMaxPerCaller = 4096;
 
-  bool new_peer = !baseline.peers.contains(call.service) && baseline.peers.size() < kMaxPerCaller;
-  if (new_peer) baseline.peers.insert(call.service);
-  std::string endpoint = call.service + " " + record.method + " " + call.route.template_;
-  bool new_endpoint = !baseline.endpoints.contains(endpoint) && baseline.endpoints.size() < kMaxPerCaller;
-  if (new_endpoint) baseline.endpoints.insert(endpoint);
+  bool new_peer =
+      baseline.peers.size() < kMaxPerCaller && baseline.peers.insert(std::hash<std::string>{}(*call.service)).second;
+  const std::string& endpoint = key({*call.service, record.method, *call.route});
+  bool new_endpoint =
+      baseline.endpoints.size() < kMaxPerCaller && baseline.endpoints.insert(std::hash<std::string>{}(endpoint)).second;
   if (!learned) return;
 
   if (new_peer) {
     Alert alert = alertFor(call, "new_peer", Severity::kMedium);
-    alert.summary = call.caller->identity + " called " + call.service + " for the first time";
-    alert.evidence = {{"service", call.service},
+    alert.summary = *call.caller->identity + " called " + *call.service + " for the first time";
+    alert.evidence = {{"service", *call.service},
                       {"known_peers", baseline.peers.size() - 1},
-                      {"first_call", {{"method", record.method}, {"route", call.route.template_}}}};
+                      {"first_call", {{"method", record.method}, {"route", *call.route}}}};
     if (record.status) alert.evidence["first_call"]["status"] = *record.status;
-    alert.dedupe_key = "new_peer/" + call.caller->identity + "/" + call.service;
+    alert.dedupe_key = "new_peer/" + *call.caller->identity + "/" + *call.service;
     raise(std::move(alert));
   }
   if (new_endpoint) {
-    bool admin = adminLike(record.method, call.route.template_);
+    bool admin = adminLike(record.method, *call.route);
     Alert alert = alertFor(call, "new_endpoint", admin ? Severity::kHigh : Severity::kLow);
-    alert.summary = call.caller->identity + " used " + record.method + " " + call.route.template_ + " of " +
-                    call.service + " for the first time" + (admin ? " (administrative or write access)" : "");
-    alert.evidence = {{"service", call.service},
+    alert.summary = *call.caller->identity + " used " + record.method + " " + *call.route + " of " + *call.service +
+                    " for the first time" + (admin ? " (administrative or write access)" : "");
+    alert.evidence = {{"service", *call.service},
                       {"method", record.method},
-                      {"route", call.route.template_},
+                      {"route", *call.route},
                       {"admin_like", admin},
                       {"known_endpoints", baseline.endpoints.size() - 1}};
     if (record.status) alert.evidence["status"] = *record.status;
-    alert.dedupe_key = "new_endpoint/" + call.caller->identity + "/" + endpoint;
+    alert.dedupe_key = "new_endpoint/" + *call.caller->identity + "/" + endpoint;
     raise(std::move(alert));
   }
 }

@@ -16,14 +16,6 @@ bool success(const HttpRecord& record) { return record.status && *record.status 
 
 std::string shortFingerprint(const std::string& fingerprint) { return fingerprint.substr(0, 8); }
 
-std::optional<Caller> callerOf(const HttpRecord& record) {
-  const records::FlowInfo& flow = *record.flow;
-  if (flow.direction == Direction::kClient) return Caller{identityOf(flow.workload), flow.workload};
-  if (flow.peer.workload) return Caller{identityOf(*flow.peer.workload), flow.peer.workload};
-  if (flow.peer.scope == "node") return std::nullopt;  // a local caller not (yet) named: do not guess
-  return Caller{"ip:" + flow.remote.ip, std::nullopt};
-}
-
 }  // namespace
 
 std::string identityOf(const records::Workload& w) {
@@ -36,23 +28,65 @@ std::string identityOf(const records::Workload& w) {
 }
 
 DetectionEngine::DetectionEngine(records::RecordSink& next, AlertLog& alerts, DetectOptions options)
-    : next_(next), alerts_(alerts), options_(options), routes_(options.max_routes_per_service) {}
+    : next_(next), alerts_(alerts), options_(options), route_table_(options.max_routes_per_service) {}
+
+const std::string& DetectionEngine::identity(const records::Workload& w) {
+  auto same = [](const records::Workload& a, const records::Workload& b) {
+    return a.spiffe_id == b.spiffe_id && a.ns == b.ns && a.owner == b.owner && a.pod == b.pod &&
+           a.systemd_unit == b.systemd_unit && a.cgroup_path == b.cgroup_path;
+  };
+  auto it = identities_.find(w.cgroup_id);
+  if (it != identities_.end() && same(it->second.inputs, w)) return it->second.identity;
+  CachedIdentity& cached = identities_[w.cgroup_id];
+  cached.inputs = {};
+  cached.inputs.cgroup_id = w.cgroup_id;
+  cached.inputs.cgroup_path = w.cgroup_path;
+  cached.inputs.spiffe_id = w.spiffe_id;
+  cached.inputs.ns = w.ns;
+  cached.inputs.owner = w.owner;
+  cached.inputs.pod = w.pod;
+  cached.inputs.systemd_unit = w.systemd_unit;
+  cached.identity = identityOf(w);
+  return cached.identity;
+}
+
+const std::string& DetectionEngine::key(std::initializer_list<std::string_view> parts) {
+  key_.clear();
+  for (std::string_view part : parts) {
+    if (!key_.empty()) key_.push_back(' ');
+    key_.append(part);
+  }
+  return key_;
+}
 
 Call DetectionEngine::describe(const HttpRecord& record) {
   const records::FlowInfo& flow = *record.flow;
+  // Cleared here, not in identity(): the Call holds pointers into the cache (nodes stay put on
+  // rehash, but not on clear).
+  if (identities_.size() >= options_.max_keys) identities_.clear();
   Call call;
   call.record = &record;
-  call.caller = callerOf(record);
   bool server = flow.direction == Direction::kServer;
-  if (server) {
-    call.service = identityOf(flow.workload);
+  // The caller: never guessed, so a local caller not (yet) named is left out.
+  if (!server) {
+    call.caller = Caller{&identity(flow.workload), &flow.workload};
   } else if (flow.peer.workload) {
-    call.service = identityOf(*flow.peer.workload);
-  } else {
-    call.service = "ip:" + flow.remote.ip + ":" + std::to_string(flow.remote.port);
+    call.caller = Caller{&identity(*flow.peer.workload), &*flow.peer.workload};
+  } else if (flow.peer.scope != "node") {
+    address_caller_ = "ip:" + flow.remote.ip;
+    call.caller = Caller{&address_caller_, nullptr};
   }
-  call.route = routeOf(record.path);
-  call.route.template_ = routes_.intern(call.service, call.route.template_);
+  if (server) {
+    call.service = &identity(flow.workload);
+  } else if (flow.peer.workload) {
+    call.service = &identity(*flow.peer.workload);
+  } else {
+    address_service_ = "ip:" + flow.remote.ip + ":" + std::to_string(flow.remote.port);
+    call.service = &address_service_;
+  }
+  routeOf(record.path, route_);
+  call.route = &route_table_.intern(*call.service, route_.template_);
+  call.last_id = route_.last_id;
   call.primary = server || !flow.peer.workload;
   return call;
 }
@@ -60,15 +94,42 @@ Call DetectionEngine::describe(const HttpRecord& record) {
 void DetectionEngine::write(const HttpRecord& record) {
   if (stats_.records++ == 0) started_ns_ = record.ts_ns;
   Call call = describe(record);
+  CallerState* caller = callerState(call);
+  RouteState* route = routeState(call);
   sharedCredential(call);
   staleCredential(call);
-  unauthenticatedAccess(call);
+  unauthenticatedAccess(call, route);
   objectEnumeration(call);
-  authFailureBurst(call);
-  newEndpointOrPeer(call);
-  spikes(call);
-  responseVolume(call);
+  authFailureBurst(call, caller);
+  newEndpointOrPeer(call, caller);
+  spikes(call, caller);
+  responseVolume(call, route);
   next_.write(record);
+}
+
+DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
+  if (!call.primary || !call.caller) return nullptr;
+  uint64_t caller_key = std::hash<std::string>{}(*call.caller->identity);
+  auto it = callers_.find(caller_key);
+  if (it == callers_.end()) {
+    if (callers_.size() >= options_.max_keys) return nullptr;
+    it = callers_.emplace(caller_key, CallerState{}).first;
+    it->second.baseline.first_seen = call.record->ts_ns;
+    it->second.rate.second = call.record->ts_ns / kNsPerSecond;
+  }
+  return &it->second;
+}
+
+DetectionEngine::RouteState* DetectionEngine::routeState(const Call& call) {
+  bool server = call.record->flow->direction == Direction::kServer;
+  if (!call.primary && !server) return nullptr;
+  uint64_t route_key = std::hash<std::string>{}(key({*call.service, call.record->method, *call.route}));
+  auto it = routes_state_.find(route_key);
+  if (it == routes_state_.end()) {
+    if (routes_state_.size() >= options_.max_keys) return nullptr;
+    it = routes_state_.emplace(route_key, RouteState{}).first;
+  }
+  return &it->second;
 }
 
 Alert DetectionEngine::alertFor(const Call& call, std::string detector, Severity severity) {
@@ -76,8 +137,8 @@ Alert DetectionEngine::alertFor(const Call& call, std::string detector, Severity
   alert.detector = std::move(detector);
   alert.severity = severity;
   if (call.caller) {
-    alert.workload = call.caller->workload;
-    alert.identity = call.caller->identity;
+    if (call.caller->workload) alert.workload = *call.caller->workload;
+    alert.identity = *call.caller->identity;
   }
   alert.scheme = call.record->credential.scheme;
   alert.fingerprint = call.record->credential.fingerprint;
@@ -94,7 +155,7 @@ void DetectionEngine::sharedCredential(const Call& call) {
   const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
   if (credential.fingerprint.empty() || !call.caller) return;
-  std::optional<Caller> caller = call.caller;
+  const Caller& caller = *call.caller;
   auto it = credentials_.find(credential.fingerprint);
   if (it == credentials_.end()) {
     if (credentials_.size() >= options_.max_credentials) {
@@ -107,10 +168,10 @@ void DetectionEngine::sharedCredential(const Call& call) {
   uint64_t now = record.ts_ns;
   std::erase_if(use.presenters,
                 [&](const auto& entry) { return entry.second.last_seen + options_.shared_window_ns < now; });
-  auto [slot, added] = use.presenters.try_emplace(caller->identity);
+  auto [slot, added] = use.presenters.try_emplace(*caller.identity);
   Presenter& p = slot->second;
   if (added) {
-    p.workload = std::move(caller->workload);
+    if (caller.workload) p.workload = *caller.workload;
     p.first_seen = now;
   }
   p.last_seen = now;
@@ -140,7 +201,7 @@ void DetectionEngine::sharedCredential(const Call& call) {
   alert.fingerprint = credential.fingerprint;
   alert.evidence = {{"presenters", std::move(presenters)},
                     {"window_s", options_.shared_window_ns / kNsPerSecond},
-                    {"example", {{"method", record.method}, {"route", call.route.template_}}}};
+                    {"example", {{"method", record.method}, {"route", *call.route}}}};
   alert.dedupe_key = "shared_credential/" + credential.fingerprint;
   alert.ts_ns = now;
   raise(std::move(alert));
@@ -195,13 +256,13 @@ void DetectionEngine::staleCredential(const Call& call) {
   raise(std::move(alert));
 }
 
-void DetectionEngine::unauthenticatedAccess(const Call& call) {
+void DetectionEngine::unauthenticatedAccess(const Call& call, RouteState* state) {
   const HttpRecord& record = *call.record;
   const records::FlowInfo& flow = *record.flow;
-  if (flow.direction != Direction::kServer || !success(record)) return;
-  const std::string& service = call.service;
-  const std::string& route = call.route.template_;
-  RouteAuth& auth = route_auth_[service + " " + record.method + " " + route];
+  if (!state || flow.direction != Direction::kServer || !success(record)) return;
+  const std::string& service = *call.service;
+  const std::string& route = *call.route;
+  RouteAuth& auth = state->auth;
   bool authenticated = record.credential.scheme != credentials::Scheme::kNone;
   if (authenticated) {
     ++auth.authenticated_ok;
@@ -227,7 +288,7 @@ void DetectionEngine::unauthenticatedAccess(const Call& call) {
   alert.evidence = {{"method", record.method},
                     {"route", route},
                     {"status", *record.status},
-                    {"caller", call.caller ? call.caller->identity : "ip:" + flow.remote.ip},
+                    {"caller", call.caller ? *call.caller->identity : "ip:" + flow.remote.ip},
                     {"peer_scope", flow.peer.scope},
                     {"authenticated_2xx", auth.authenticated_ok},
                     {"unauthenticated_2xx", auth.unauthenticated_ok}};

@@ -16,6 +16,7 @@
 //   response_volume          a response far larger than the route's usual ones (exfiltration-sized)
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -62,16 +63,17 @@ std::string identityOf(const records::Workload& workload);
 // Who called: on the client side the workload itself; on the server side the peer when it is a
 // workload on this node, else the remote address.
 struct Caller {
-  std::string identity;
-  std::optional<records::Workload> workload;  // absent for callers known by address only
+  const std::string* identity = nullptr;
+  const records::Workload* workload = nullptr;  // null for callers known by address only
 };
 
 // One HTTP exchange as the detectors see it.
 struct Call {
   const records::HttpRecord* record = nullptr;
-  std::optional<Caller> caller;  // absent: a local caller not named yet (never guessed)
-  std::string service;           // the callee: a workload identity, or "ip:port"
-  Route route;                   // template interned per service (bounded)
+  std::optional<Caller> caller;          // absent: a local caller not named yet (never guessed)
+  const std::string* service = nullptr;  // the callee: a workload identity, or "ip:port"
+  const std::string* route = nullptr;    // template, interned per service (bounded)
+  std::string_view last_id;              // the last object id in the path (a view into it)
   // A node-local call is recorded at both ends; behavioural detectors count it once, from the
   // server's record (or the client's when the server is not a workload on this node).
   bool primary = false;
@@ -102,14 +104,17 @@ class DetectionEngine final : public records::RecordSink {
 
   struct IdUse {
     uint64_t ts_ns = 0;
-    std::string id;
-    bool denied = false;  // answered 401/403/404
+    uint64_t id_hash = 0;  // ids are counted by hash: no string kept per request
+    int64_t number = -1;   // the id's value when it is a decimal number
+    bool denied = false;   // answered 401/403/404
   };
   struct IdWindow {  // object ids one caller touched on one route, oldest first
     std::deque<IdUse> seen;
-    std::unordered_map<std::string, uint32_t> distinct;
-    size_t denied = 0;       // entries of seen that were denied
-    size_t learned_max = 0;  // most distinct ids in a window while learning
+    std::unordered_map<uint64_t, uint32_t> distinct;
+    size_t denied = 0;                  // entries of seen that were denied
+    size_t learned_max = 0;             // most distinct ids in a window while learning
+    std::array<std::string, 5> recent;  // the last ids, as evidence
+    size_t recent_next = 0;
   };
   struct FailureWindow {
     std::deque<uint64_t> at;
@@ -125,21 +130,30 @@ class DetectionEngine final : public records::RecordSink {
     uint64_t requests = 0, errors = 0;  // in it
     Ewma rate, error_rate;              // per-second counts of the seconds before
   };
+  // Sets of keys are kept as 64-bit hashes of the keys: a collision (about n^2 / 2^65) would
+  // only hide one novelty, and no string is stored per entry.
   struct CallerBaseline {
     uint64_t first_seen = 0;
-    std::unordered_set<std::string> endpoints;  // "service METHOD route"
-    std::unordered_set<std::string> peers;      // services
+    std::unordered_set<uint64_t> endpoints;  // hashes of "service METHOD route"
+    std::unordered_set<uint64_t> peers;      // hashes of services
   };
 
   Call describe(const records::HttpRecord& record);
+  const std::string& identity(const records::Workload& workload);
+  // key_ = parts joined by spaces: the lookup key of a detector table, built without allocating.
+  const std::string& key(std::initializer_list<std::string_view> parts);
   void sharedCredential(const Call& call);
   void staleCredential(const Call& call);
-  void unauthenticatedAccess(const Call& call);
+  // The per-caller and per-route detectors get their state looked up once per record; null when
+  // the detector does not apply to this record or the table is full.
+  struct CallerState;
+  struct RouteState;
+  void unauthenticatedAccess(const Call& call, RouteState* route);
   void objectEnumeration(const Call& call);
-  void authFailureBurst(const Call& call);
-  void newEndpointOrPeer(const Call& call);
-  void spikes(const Call& call);
-  void responseVolume(const Call& call);
+  void authFailureBurst(const Call& call, CallerState* caller);
+  void newEndpointOrPeer(const Call& call, CallerState* caller);
+  void spikes(const Call& call, CallerState* caller);
+  void responseVolume(const Call& call, RouteState* route);
   Alert alertFor(const Call& call, std::string detector, Severity severity);
   void raise(Alert alert);
   bool learning(uint64_t ts_ns) const { return ts_ns < started_ns_ + options_.learning_ns; }
@@ -149,14 +163,31 @@ class DetectionEngine final : public records::RecordSink {
   DetectOptions options_;
   DetectStats stats_;
   uint64_t started_ns_ = 0;
-  RouteTable routes_;
+  RouteTable route_table_;
+  Route route_;                                                 // scratch, reused per record
   std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
-  std::unordered_map<std::string, RouteAuth> route_auth_;       // by "server identity method template"
-  std::unordered_map<std::string, IdWindow> id_windows_;        // by "caller service method template"
-  std::unordered_map<std::string, FailureWindow> failures_;     // by caller
-  std::unordered_map<std::string, CallerBaseline> callers_;     // by caller
-  std::unordered_map<std::string, CallerRate> rates_;           // by caller
-  std::unordered_map<std::string, Ewma> response_sizes_;        // by "service method template"
+  // What is kept per caller and per route: one lookup each per record serves every detector.
+  struct CallerState {
+    CallerBaseline baseline;
+    CallerRate rate;
+    FailureWindow failures;
+  };
+  struct RouteState {
+    RouteAuth auth;
+    Ewma response_sizes;
+  };
+  CallerState* callerState(const Call& call);
+  RouteState* routeState(const Call& call);
+
+  std::unordered_map<uint64_t, IdWindow> id_windows_;      // by hash of "caller service method template"
+  std::unordered_map<uint64_t, CallerState> callers_;      // by hash of the caller's identity
+  std::unordered_map<uint64_t, RouteState> routes_state_;  // by hash of "service method template"
+  struct CachedIdentity {
+    records::Workload inputs;  // the fields identityOf reads, as they were
+    std::string identity;
+  };
+  std::unordered_map<uint64_t, CachedIdentity> identities_;  // by cgroup id
+  std::string key_, address_caller_, address_service_;       // scratch, reused per record
 };
 
 }  // namespace apiwarden::detect

@@ -42,9 +42,15 @@ bool isObjectId(std::string_view s) {
 }  // namespace
 
 Route routeOf(std::string_view path) {
-  path = path.substr(0, path.find_first_of("?#"));
   Route route;
-  route.template_.reserve(path.size());
+  routeOf(path, route);
+  return route;
+}
+
+void routeOf(std::string_view path, Route& route) {
+  path = path.substr(0, path.find_first_of("?#"));
+  route.template_.clear();
+  route.last_id = {};
   size_t start = 0;
   while (start < path.size()) {
     size_t slash = path.find('/', start);
@@ -52,7 +58,7 @@ Route routeOf(std::string_view path) {
     std::string_view segment = path.substr(start, end - start);
     if (isObjectId(segment)) {
       route.template_.append("{id}");
-      route.last_id.assign(segment);
+      route.last_id = segment;
     } else {
       route.template_.append(segment);
     }
@@ -61,18 +67,20 @@ Route routeOf(std::string_view path) {
     start = slash + 1;
   }
   if (route.template_.empty()) route.template_ = "/";
-  return route;
 }
 
 const std::string& RouteTable::intern(const std::string& service, const std::string& route_template) {
   static const std::string kOther = "{other}";
-  auto& routes = routes_[service];
-  if (auto it = routes.find(route_template); it != routes.end()) return *it;
-  if (routes.size() >= max_per_service_) {
+  key_.assign(service).push_back('\0');
+  key_.append(route_template);
+  if (auto it = routes_.find(key_); it != routes_.end()) return it->second;
+  size_t& count = per_service_[service];
+  if (count >= max_per_service_) {
     ++overflowed_;
     return kOther;
   }
-  return *routes.insert(route_template).first;
+  ++count;
+  return routes_.emplace(key_, route_template).first->second;
 }
 
 }  // namespace apiwarden::detect

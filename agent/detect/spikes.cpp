@@ -24,15 +24,10 @@ void DetectionEngine::Ewma::add(double x, double alpha) {
   var = (1 - alpha) * (var + alpha * d * d);
 }
 
-void DetectionEngine::spikes(const Call& call) {
+void DetectionEngine::spikes(const Call& call, CallerState* caller) {
   const records::HttpRecord& record = *call.record;
-  if (!call.primary || !call.caller) return;
-  auto it = rates_.find(call.caller->identity);
-  if (it == rates_.end()) {
-    if (rates_.size() >= options_.max_keys) return;
-    it = rates_.emplace(call.caller->identity, CallerRate{record.ts_ns / kNsPerSecond, 0, 0, {}, {}}).first;
-  }
-  CallerRate& rate = it->second;
+  if (!caller) return;
+  CallerRate& rate = caller->rate;
   uint64_t second = record.ts_ns / kNsPerSecond;
   if (second > rate.second) {  // close the second counted so far, and the silent ones after it
     rate.rate.add(static_cast<double>(rate.requests), kRateAlpha);
@@ -56,59 +51,50 @@ void DetectionEngine::spikes(const Call& call) {
   double rate_limit = limit(rate.rate, options_.min_spike_rate);
   if (static_cast<double>(rate.requests) > rate_limit && static_cast<double>(rate.requests - 1) <= rate_limit) {
     Alert alert = alertFor(call, "rate_spike", Severity::kMedium);
-    alert.summary = call.caller->identity + " sent " + std::to_string(rate.requests) +
+    alert.summary = *call.caller->identity + " sent " + std::to_string(rate.requests) +
                     " requests in one second; it usually sends " + std::to_string(std::lround(rate.rate.mean));
-    alert.evidence = {
-        {"requests_this_second", rate.requests},
-        {"mean_per_second", rate.rate.mean},
-        {"stddev_per_second", std::sqrt(rate.rate.var)},
-        {"last", {{"service", call.service}, {"method", record.method}, {"route", call.route.template_}}}};
-    alert.dedupe_key = "rate_spike/" + call.caller->identity;
+    alert.evidence = {{"requests_this_second", rate.requests},
+                      {"mean_per_second", rate.rate.mean},
+                      {"stddev_per_second", std::sqrt(rate.rate.var)},
+                      {"last", {{"service", *call.service}, {"method", record.method}, {"route", *call.route}}}};
+    alert.dedupe_key = "rate_spike/" + *call.caller->identity;
     raise(std::move(alert));
   }
   double error_limit = limit(rate.error_rate, options_.min_error_spike);
   if (error && static_cast<double>(rate.errors) > error_limit && static_cast<double>(rate.errors - 1) <= error_limit) {
     Alert alert = alertFor(call, "error_spike", Severity::kMedium);
-    alert.summary = call.caller->identity + " got " + std::to_string(rate.errors) +
+    alert.summary = *call.caller->identity + " got " + std::to_string(rate.errors) +
                     " server errors (5xx) in one second; usually " + std::to_string(std::lround(rate.error_rate.mean));
-    alert.evidence = {{"errors_this_second", rate.errors},
-                      {"requests_this_second", rate.requests},
-                      {"mean_errors_per_second", rate.error_rate.mean},
-                      {"last",
-                       {{"service", call.service},
-                        {"method", record.method},
-                        {"route", call.route.template_},
-                        {"status", *record.status}}}};
-    alert.dedupe_key = "error_spike/" + call.caller->identity;
+    alert.evidence = {
+        {"errors_this_second", rate.errors},
+        {"requests_this_second", rate.requests},
+        {"mean_errors_per_second", rate.error_rate.mean},
+        {"last",
+         {{"service", *call.service}, {"method", record.method}, {"route", *call.route}, {"status", *record.status}}}};
+    alert.dedupe_key = "error_spike/" + *call.caller->identity;
     raise(std::move(alert));
   }
 }
 
-void DetectionEngine::responseVolume(const Call& call) {
+void DetectionEngine::responseVolume(const Call& call, RouteState* route) {
   const records::HttpRecord& record = *call.record;
-  if (!call.primary || !record.status) return;
-  std::string key = call.service + " " + record.method + " " + call.route.template_;
-  auto it = response_sizes_.find(key);
-  if (it == response_sizes_.end()) {
-    if (response_sizes_.size() >= options_.max_keys) return;
-    it = response_sizes_.emplace(std::move(key), Ewma{}).first;
-  }
-  Ewma& sizes = it->second;
+  if (!route || !call.primary || !record.status) return;
+  Ewma& sizes = route->response_sizes;
   auto bytes = static_cast<double>(record.response_bytes);
   bool learned = !learning(record.ts_ns) && sizes.n >= 20;
   double limit = std::max(static_cast<double>(options_.min_volume_bytes), options_.volume_factor * sizes.mean);
   if (learned && bytes > limit) {
     Alert alert = alertFor(call, "response_volume", Severity::kHigh);
-    alert.summary = record.method + " " + call.route.template_ + " of " + call.service + " answered " +
+    alert.summary = record.method + " " + *call.route + " of " + *call.service + " answered " +
                     std::to_string(record.response_bytes) + " bytes to " +
-                    (call.caller ? call.caller->identity : "ip:" + record.flow->remote.ip) + "; it usually answers " +
+                    (call.caller ? *call.caller->identity : "ip:" + record.flow->remote.ip) + "; it usually answers " +
                     std::to_string(std::lround(sizes.mean));
     alert.evidence = {{"response_bytes", record.response_bytes},
                       {"mean_bytes", sizes.mean},
-                      {"service", call.service},
+                      {"service", *call.service},
                       {"method", record.method},
-                      {"route", call.route.template_}};
-    alert.dedupe_key = "response_volume/" + it->first;
+                      {"route", *call.route}};
+    alert.dedupe_key = "response_volume/" + *call.service + " " + record.method + " " + *call.route;
     raise(std::move(alert));
     return;  // an outlier is not learnt as normal
   }
