@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include "agent/credentials/credential.h"
+#include "agent/detect/baseline_store.h"
 #include "agent/detect/engine.h"
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
@@ -14,6 +15,7 @@
 #include "apiwarden/common/log.h"
 
 #include <bpf/libbpf.h>
+#include <sys/stat.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -80,6 +82,15 @@ struct Pipeline {
   std::unique_ptr<detect::AlertLog> alerts;
   std::unique_ptr<detect::DetectionEngine> detection;
   records::RecordSink* head = nullptr;  // where the tracker's records enter: detection, or metrics
+  std::string baseline_path;
+
+  // Saves what the detectors learnt; a failure is logged and retried at the next save.
+  void saveBaseline() {
+    if (!detection) return;
+    if (auto saved = detect::saveBaseline(baseline_path, *detection); !saved) {
+      logger("detect")->warn("saving the baseline: {}", saved.error().describe());
+    }
+  }
   std::unique_ptr<identity::CgroupResolver> cgroups;
   identity::PodCache pods;
   std::unique_ptr<identity::PodWatcher> pod_watcher;
@@ -139,6 +150,17 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     p.alerts = std::move(*alerts);
     p.detection = std::make_unique<detect::DetectionEngine>(*p.sink, *p.alerts, options.detect);
     p.head = p.detection.get();
+    if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return fail(errno, "creating the state dir " + options.state_dir);
+    }
+    p.baseline_path = options.state_dir + "/baseline.pb";
+    auto loaded = detect::loadBaseline(p.baseline_path, *p.detection);
+    if (!loaded) return std::unexpected(std::move(loaded.error()).context("loading the baseline"));
+    if (loaded->outcome == detect::LoadOutcome::kLoaded) {
+      logger("detect")->info("baseline restored from {}", p.baseline_path);
+    } else if (loaded->outcome == detect::LoadOutcome::kSetAside) {
+      logger("detect")->error("baseline {} rejected, learning afresh: {}", p.baseline_path, loaded->detail);
+    }
   }
   auto fingerprinter = credentials::Fingerprinter::load(options.credential_key_file, options.state_dir);
   if (!fingerprinter) return std::unexpected(std::move(fingerprinter.error()).context("loading the credential key"));
@@ -206,7 +228,9 @@ Result<void> runAgent(const AgentOptions& options) {
   });
   // Records reach the file within flush_interval_ms, without a write per drain.
   every(flush_timer, std::chrono::milliseconds(options.flush_interval_ms), [&] { pipeline.head->flush(); });
+  unsigned stats_ticks = 0;
   every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
+    if (++stats_ticks % 60 == 0) pipeline.saveBaseline();
     pipeline.tracker->sweep(pipeline.clock.monotonicNs());
     if (auto* tls = pipeline.capture->tls()) tls->scan();
     pipeline.metrics.update(pipeline.snapshot());
@@ -217,6 +241,7 @@ Result<void> runAgent(const AgentOptions& options) {
   // Drain what the kernel wrote before we stop listening, then detach (Pipeline's destructor).
   ring_buffer__consume(pipeline.ring);
   pipeline.head->flush();
+  pipeline.saveBaseline();
   auto final_stats = pipeline.snapshot();
   log->info("stopped: {} records decoded, {} http records, {} connection records, {} lost (ring buffer full)",
             final_stats.decoder.decoded, final_stats.tracker.http_records, final_stats.tracker.connection_records,

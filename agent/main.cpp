@@ -36,6 +36,11 @@ int main(int argc, char** argv) {
                  "seconds a JWT may live (exp - iat) before stale_credential flags it")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{60}, int64_t{10} * 365 * 86400));
+  double static_max_age_days = 90;
+  app.add_option("--static-key-max-age", static_max_age_days,
+                 "days a static API key, Basic or opaque bearer credential may stay in use before it is stale")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3650.0));
   app.add_flag("--tls-plaintext,!--no-tls-plaintext", options.tls_plaintext,
                "read HTTPS in plaintext through uprobes on OpenSSL's SSL_write/SSL_read")
       ->capture_default_str();
@@ -49,6 +54,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.detect.learning_ns = static_cast<uint64_t>(learning_s * 1e9);
   options.detect.alert_window_ns = static_cast<uint64_t>(alert_window_s * 1e9);
+  options.detect.static_max_age_ns = static_cast<uint64_t>(static_max_age_days * 86400 * 1e9);
 
   if ((options.ringbuf_mib & (options.ringbuf_mib - 1)) != 0) {
     fmt::print(stderr, "apiwarden-agent: --ringbuf-mib must be a power of two, got {}\n", options.ringbuf_mib);

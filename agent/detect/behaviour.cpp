@@ -49,8 +49,7 @@ bool adminLike(const std::string& method, const std::string& route) {
 void DetectionEngine::objectEnumeration(const Call& call) {
   const records::HttpRecord& record = *call.record;
   if (!call.primary || !call.caller || call.last_id.empty()) return;
-  uint64_t window_key =
-      std::hash<std::string>{}(key({*call.caller->identity, *call.service, record.method, *call.route}));
+  uint64_t window_key = stableHash(key({*call.caller->identity, *call.service, record.method, *call.route}));
   auto it = id_windows_.find(window_key);
   if (it == id_windows_.end()) {
     if (id_windows_.size() >= options_.max_keys) return;
@@ -65,7 +64,7 @@ void DetectionEngine::objectEnumeration(const Call& call) {
     window.seen.pop_front();
   }
   if (window.seen.size() >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
-  window.seen.push_back({now, std::hash<std::string_view>{}(call.last_id), decimalValue(call.last_id), denied(record)});
+  window.seen.push_back({now, stableHash(call.last_id), decimalValue(call.last_id), denied(record)});
   ++window.distinct[window.seen.back().id_hash];
   window.denied += window.seen.back().denied;
   window.recent[window.recent_next++ % window.recent.size()].assign(call.last_id);
@@ -131,11 +130,10 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller) {
   bool learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
   constexpr size_t kMaxPerCaller = 4096;
 
-  bool new_peer =
-      baseline.peers.size() < kMaxPerCaller && baseline.peers.insert(std::hash<std::string>{}(*call.service)).second;
+  bool new_peer = baseline.peers.size() < kMaxPerCaller && baseline.peers.insert(stableHash(*call.service)).second;
   const std::string& endpoint = key({*call.service, record.method, *call.route});
   bool new_endpoint =
-      baseline.endpoints.size() < kMaxPerCaller && baseline.endpoints.insert(std::hash<std::string>{}(endpoint)).second;
+      baseline.endpoints.size() < kMaxPerCaller && baseline.endpoints.insert(stableHash(endpoint)).second;
   if (!learned) return;
 
   if (new_peer) {

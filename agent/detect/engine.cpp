@@ -92,7 +92,11 @@ Call DetectionEngine::describe(const HttpRecord& record) {
 }
 
 void DetectionEngine::write(const HttpRecord& record) {
-  if (stats_.records++ == 0) started_ns_ = record.ts_ns;
+  ++stats_.records;
+  if (!started_) {
+    started_ = true;
+    started_ns_ = record.ts_ns;
+  }
   Call call = describe(record);
   CallerState* caller = callerState(call);
   RouteState* route = routeState(call);
@@ -109,7 +113,7 @@ void DetectionEngine::write(const HttpRecord& record) {
 
 DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
   if (!call.primary || !call.caller) return nullptr;
-  uint64_t caller_key = std::hash<std::string>{}(*call.caller->identity);
+  uint64_t caller_key = stableHash(*call.caller->identity);
   auto it = callers_.find(caller_key);
   if (it == callers_.end()) {
     if (callers_.size() >= options_.max_keys) return nullptr;
@@ -123,7 +127,7 @@ DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
 DetectionEngine::RouteState* DetectionEngine::routeState(const Call& call) {
   bool server = call.record->flow->direction == Direction::kServer;
   if (!call.primary && !server) return nullptr;
-  uint64_t route_key = std::hash<std::string>{}(key({*call.service, call.record->method, *call.route}));
+  uint64_t route_key = stableHash(key({*call.service, call.record->method, *call.route}));
   auto it = routes_state_.find(route_key);
   if (it == routes_state_.end()) {
     if (routes_state_.size() >= options_.max_keys) return nullptr;
@@ -210,12 +214,29 @@ void DetectionEngine::sharedCredential(const Call& call) {
 void DetectionEngine::staleCredential(const Call& call) {
   const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
-  if (!credential.jwt) return;
-  const credentials::JwtClaims& jwt = *credential.jwt;
+  if (credential.fingerprint.empty()) return;
+  auto seen = first_seen_.find(credential.fingerprint);
+  if (seen == first_seen_.end()) {
+    if (first_seen_.size() >= options_.max_credentials) return;
+    seen = first_seen_.emplace(credential.fingerprint, record.ts_ns).first;
+  }
+  uint64_t age_ns = record.ts_ns > seen->second ? record.ts_ns - seen->second : 0;
+  static const credentials::JwtClaims kNoClaims;
+  const credentials::JwtClaims& jwt = credential.jwt ? *credential.jwt : kNoClaims;
   int64_t now_s = static_cast<int64_t>(record.ts_ns / kNsPerSecond);
   std::string reason, summary;
   Severity severity = Severity::kMedium;
-  if (!jwt.exp) {
+  if (!credential.jwt) {
+    using credentials::Scheme;
+    bool static_key = credential.scheme == Scheme::kApiKey || credential.scheme == Scheme::kBasic ||
+                      credential.scheme == Scheme::kBearer;
+    if (!static_key || age_ns <= options_.static_max_age_ns) return;
+    constexpr uint64_t kDay = 86'400 * kNsPerSecond;
+    reason = "static_age";
+    summary = "static " + std::string(credentials::toString(credential.scheme)) + " credential in use for " +
+              std::to_string(age_ns / kDay) + " days (limit " + std::to_string(options_.static_max_age_ns / kDay) +
+              "): never rotated";
+  } else if (!jwt.exp) {
     reason = "no_expiry";
     summary = "JWT without an expiry (a forever token)";
   } else if (*jwt.exp < now_s && success(record)) {
@@ -248,6 +269,7 @@ void DetectionEngine::staleCredential(const Call& call) {
     if (!value->empty()) claims[key] = *value;
   }
   alert.evidence = {{"reason", reason},
+                    {"first_seen", records::formatTimestamp(seen->second)},
                     {"claims", std::move(claims)},
                     {"direction", record.flow->direction == Direction::kServer ? "server" : "client"}};
   if (record.status) alert.evidence["status"] = *record.status;

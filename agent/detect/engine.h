@@ -27,16 +27,19 @@
 
 #include "agent/detect/alert.h"
 #include "agent/detect/route.h"
+#include "agent/detect/stable_hash.h"
 #include "agent/export/record.h"
+#include "baseline.pb.h"
 
 namespace apiwarden::detect {
 
 struct DetectOptions {
-  uint64_t learning_ns = 300'000'000'000ULL;         // behavioural detectors wait this long after start
-  uint64_t shared_window_ns = 3'600'000'000'000ULL;  // presenters of one credential counted over this
-  int64_t jwt_max_lifetime_s = 86'400;               // exp - iat beyond this is a long-lived token
-  uint64_t min_authenticated = 20;                   // authenticated 2xx on a route before it counts as protected
-  size_t max_credentials = 100'000;                  // credentials followed by shared_credential
+  uint64_t learning_ns = 300'000'000'000ULL;                    // behavioural detectors wait this long after start
+  uint64_t shared_window_ns = 3'600'000'000'000ULL;             // presenters of one credential counted over this
+  int64_t jwt_max_lifetime_s = 86'400;                          // exp - iat beyond this is a long-lived token
+  uint64_t static_max_age_ns = 90ULL * 86'400 * 1'000'000'000;  // a static key in use longer than this is stale
+  uint64_t min_authenticated = 20;   // authenticated 2xx on a route before it counts as protected
+  size_t max_credentials = 100'000;  // credentials followed by shared_credential
   size_t max_routes_per_service = 512;
   uint64_t burst_window_ns = 60'000'000'000ULL;   // object_enumeration and auth_failure_burst count over this
   size_t enumeration_threshold = 30;              // distinct object ids per caller and route in the window
@@ -54,6 +57,13 @@ struct DetectStats {
   uint64_t records = 0;
   uint64_t alerts = 0;
   uint64_t credentials_dropped = 0;  // not followed: max_credentials reached
+};
+
+// Exponentially weighted mean and variance of a stream (West's incremental form).
+struct Ewma {
+  double mean = 0, var = 0;
+  uint64_t n = 0;
+  void add(double x, double alpha);
 };
 
 // The identity a detector keys on, stable across the pods of one workload: the SPIFFE ID, else
@@ -88,6 +98,10 @@ class DetectionEngine final : public records::RecordSink {
   void flush() override { next_.flush(); }
   const DetectStats& stats() const { return stats_; }
 
+  // The learnt state, for <state-dir>/baseline.pb (agent/detect/baseline_store.h).
+  void save(proto::Baseline& out) const;
+  void restore(const proto::Baseline& in);
+
  private:
   struct Presenter {
     std::optional<records::Workload> workload;  // absent for callers known by address only
@@ -118,12 +132,6 @@ class DetectionEngine final : public records::RecordSink {
   };
   struct FailureWindow {
     std::deque<uint64_t> at;
-  };
-  // Exponentially weighted mean and variance of a stream (West's incremental form).
-  struct Ewma {
-    double mean = 0, var = 0;
-    uint64_t n = 0;
-    void add(double x, double alpha);
   };
   struct CallerRate {
     uint64_t second = 0;                // the second being counted
@@ -162,10 +170,12 @@ class DetectionEngine final : public records::RecordSink {
   AlertLog& alerts_;
   DetectOptions options_;
   DetectStats stats_;
-  uint64_t started_ns_ = 0;
+  uint64_t started_ns_ = 0;  // when learning began (restored from a saved baseline, or the first record)
+  bool started_ = false;
   RouteTable route_table_;
   Route route_;                                                 // scratch, reused per record
   std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
+  std::unordered_map<std::string, uint64_t> first_seen_;        // credential fingerprint -> first use
   // What is kept per caller and per route: one lookup each per record serves every detector.
   struct CallerState {
     CallerBaseline baseline;

@@ -14,7 +14,7 @@ constexpr uint64_t kMaxIdleSeconds = 600;  // silent seconds folded in one by on
 
 }  // namespace
 
-void DetectionEngine::Ewma::add(double x, double alpha) {
+void Ewma::add(double x, double alpha) {
   if (n++ == 0) {
     mean = x;
     return;

@@ -26,7 +26,9 @@ def b64url(data):
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-class DetectTest(IntegrationTest):
+class DetectFixture(IntegrationTest):
+    """An nginx API and two client cgroups; alerts to a file."""
+
     def setUp(self):
         super().setUp()
         self.api = self.root.child("api")
@@ -46,6 +48,8 @@ class DetectTest(IntegrationTest):
             key = f.read().rstrip(b"\n")
         return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()[:32]
 
+
+class DetectTest(DetectFixture):
     def test_a_token_replayed_by_a_second_workload_names_both(self):
         self.start_nginx(self.api, self.port)
         # A learning period longer than the test: only the credential detectors can speak.
@@ -105,3 +109,32 @@ class DetectTest(IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BaselineTest(DetectFixture):
+    def test_a_baseline_survives_a_restart_and_a_corrupt_one_is_set_aside(self):
+        self.start_nginx(self.api, self.port)
+        state = os.path.join(self.workdir, "state")
+        os.makedirs(state, exist_ok=True)
+        with open(os.path.join(state, "baseline.pb"), "wb") as f:
+            f.write(b"\x0a\xff\xff not a baseline")
+        agent = self.start_agent("--alerts", self.alerts_path, "--learning-period", "1")
+        self.assertIn("rejected, learning afresh", agent.log_text())
+        self.assertTrue([n for n in os.listdir(state) if n.startswith("baseline.pb.rejected-")])
+
+        url = f"http://127.0.0.1:{self.port}/api/invoices/1"
+        self.run_in(["curl", "-sS", "-o", "/dev/null", url], self.billing)
+        agent.wait_records(lambda r: r["type"] == "http" and r["direction"] == "server", 1)
+        time.sleep(1.2)  # past the learning period: billing's baseline is what it did so far
+        self.assertEqual(agent.stop(), 0)
+        self.assertTrue(os.path.exists(os.path.join(state, "baseline.pb")))
+
+        agent = self.start_agent("--alerts", self.alerts_path, "--learning-period", "1")
+        self.assertIn("baseline restored", agent.log_text())
+        self.run_in(["curl", "-sS", "-o", "/dev/null", url, f"http://127.0.0.1:{self.port}/api/refunds"],
+                    self.billing)
+        new = wait_for(lambda: [a for a in self.alerts() if a["detector"] == "new_endpoint"] or None,
+                       timeout=5, what="new_endpoint alert after the restart")
+        self.assertEqual(len(new), 1, new)
+        self.assertEqual(new[0]["evidence"]["route"], "/api/refunds")
+        self.assertEqual(new[0]["identity"], f"cgroup:{self.billing.rel}")

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/detect/baseline_store.h"
 #include "agent/detect/engine.h"
 
 namespace apiwarden::detect {
@@ -354,6 +355,80 @@ TEST_F(DetectTest, ExfiltrationSizedResponse) {
   EXPECT_EQ(got[0]["severity"], "high");
   EXPECT_EQ(got[0]["evidence"]["response_bytes"], 50'000'000);
   EXPECT_EQ(got[0]["evidence"]["route"], "/export/{id}");
+}
+
+}  // namespace
+}  // namespace apiwarden::detect
+
+namespace apiwarden::detect {
+namespace {
+
+class BaselineStoreTest : public DetectTest {
+ protected:
+  std::string path() const { return dir_ + "/baseline.pb"; }
+  void write(const std::string& bytes) { std::ofstream(path(), std::ios::binary) << bytes; }
+};
+
+TEST_F(BaselineStoreTest, WhatWasLearntSurvivesARestart) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  start(options);
+  exchange(Direction::kServer, api_, kStart, "/invoices/1", 200, bearer("fb"), billing_);
+  ASSERT_TRUE(saveBaseline(path(), *engine_));
+
+  // A new engine (a restarted agent) with the baseline: billing is known, its learning is over.
+  start(options);
+  auto loaded = loadBaseline(path(), *engine_);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->outcome, LoadOutcome::kLoaded);
+  exchange(Direction::kServer, api_, kStart + 20 * kSecond, "/invoices/2", 200, bearer("fb"), billing_);
+  EXPECT_TRUE(alerts("new_endpoint").empty());
+  exchange(Direction::kServer, api_, kStart + 21 * kSecond, "/reports", 200, bearer("fb"), billing_);
+  EXPECT_EQ(alerts("new_endpoint").size(), 1u);
+
+  // Without it the same traffic would be learnt from scratch: no alert.
+  start(options);
+  exchange(Direction::kServer, api_, kStart + 20 * kSecond, "/refunds", 200, bearer("fb"), billing_);
+  EXPECT_EQ(alerts("new_endpoint").size(), 1u);
+}
+
+TEST_F(BaselineStoreTest, AStaticKeysAgeCountsFromItsFirstUseAcrossRestarts) {
+  using records::Direction;
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, bearer("old-key"));
+  ASSERT_TRUE(saveBaseline(path(), *engine_));
+  start({});
+  ASSERT_TRUE(loadBaseline(path(), *engine_));
+  exchange(Direction::kClient, billing_, kStart + 91 * 86400 * kSecond, "/a", 200, bearer("old-key"));
+  auto got = alerts("stale_credential");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0]["evidence"]["reason"], "static_age");
+  EXPECT_EQ(got[0]["summary"], "static bearer credential in use for 91 days (limit 90): never rotated");
+}
+
+TEST_F(BaselineStoreTest, CorruptForeignAndNewerFilesAreSetAsideNotTrusted) {
+  proto::StateFile foreign;
+  foreign.set_kind("something.else");
+  foreign.set_version(kBaselineVersion);
+  proto::StateFile newer;
+  newer.set_kind("apiwarden.baseline");
+  newer.set_version(kBaselineVersion + 1);
+  for (const std::string& bytes :
+       {std::string("\xff\xff\xff garbage", 12), foreign.SerializeAsString(), newer.SerializeAsString()}) {
+    write(bytes);
+    auto loaded = loadBaseline(path(), *engine_);
+    ASSERT_TRUE(loaded);
+    EXPECT_EQ(loaded->outcome, LoadOutcome::kSetAside);
+    EXPECT_FALSE(std::filesystem::exists(path()));
+  }
+  size_t set_aside = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    set_aside += entry.path().filename().string().starts_with("baseline.pb.rejected-");
+  }
+  EXPECT_EQ(set_aside, 3u);  // each kept under a name of its own
+  auto missing = loadBaseline(dir_ + "/none.pb", *engine_);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->outcome, LoadOutcome::kFresh);
 }
 
 }  // namespace

@@ -1,0 +1,164 @@
+#include "agent/detect/baseline_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+namespace apiwarden::detect {
+namespace {
+
+constexpr const char* kKind = "apiwarden.baseline";
+
+void toProto(const Ewma& from, proto::Ewma* to) {
+  to->set_mean(from.mean);
+  to->set_var(from.var);
+  to->set_n(from.n);
+}
+
+Ewma fromProto(const proto::Ewma& from) { return {from.mean(), from.var(), from.n()}; }
+
+Result<void> writeAll(int fd, const std::string& data) {
+  for (size_t done = 0; done < data.size();) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(errno, "writing");
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+std::string directoryOf(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+void DetectionEngine::save(proto::Baseline& out) const {
+  out.set_learning_started_ns(started_ns_);
+  for (const auto& [key, state] : callers_) {
+    proto::CallerBaseline* caller = out.add_callers();
+    caller->set_key(key);
+    caller->set_first_seen_ns(state.baseline.first_seen);
+    for (uint64_t endpoint : state.baseline.endpoints) caller->add_endpoints(endpoint);
+    for (uint64_t peer : state.baseline.peers) caller->add_peers(peer);
+    toProto(state.rate.rate, caller->mutable_rate());
+    toProto(state.rate.error_rate, caller->mutable_error_rate());
+  }
+  for (const auto& [key, state] : routes_state_) {
+    proto::RouteBaseline* route = out.add_routes();
+    route->set_key(key);
+    route->set_authenticated_ok(state.auth.authenticated_ok);
+    route->set_unauthenticated_ok(state.auth.unauthenticated_ok);
+    toProto(state.response_sizes, route->mutable_response_bytes());
+  }
+  for (const auto& [key, window] : id_windows_) {
+    if (window.learned_max == 0) continue;
+    proto::IdBaseline* ids = out.add_id_windows();
+    ids->set_key(key);
+    ids->set_learned_max(window.learned_max);
+  }
+  for (const auto& [fingerprint, first_seen] : first_seen_) {
+    proto::CredentialSeen* credential = out.add_credentials();
+    credential->set_fingerprint(fingerprint);
+    credential->set_first_seen_ns(first_seen);
+  }
+}
+
+void DetectionEngine::restore(const proto::Baseline& in) {
+  started_ = true;
+  started_ns_ = in.learning_started_ns();
+  for (const auto& caller : in.callers()) {
+    if (callers_.size() >= options_.max_keys) break;
+    CallerState& state = callers_[caller.key()];
+    state.baseline.first_seen = caller.first_seen_ns();
+    state.baseline.endpoints.insert(caller.endpoints().begin(), caller.endpoints().end());
+    state.baseline.peers.insert(caller.peers().begin(), caller.peers().end());
+    state.rate.rate = fromProto(caller.rate());
+    state.rate.error_rate = fromProto(caller.error_rate());
+  }
+  for (const auto& route : in.routes()) {
+    if (routes_state_.size() >= options_.max_keys) break;
+    RouteState& state = routes_state_[route.key()];
+    state.auth = {route.authenticated_ok(), route.unauthenticated_ok()};
+    state.response_sizes = fromProto(route.response_bytes());
+  }
+  for (const auto& ids : in.id_windows()) {
+    if (id_windows_.size() >= options_.max_keys) break;
+    id_windows_[ids.key()].learned_max = ids.learned_max();
+  }
+  for (const auto& credential : in.credentials()) {
+    if (first_seen_.size() >= options_.max_credentials) break;
+    first_seen_.emplace(credential.fingerprint(), credential.first_seen_ns());
+  }
+}
+
+Result<LoadResult> loadBaseline(const std::string& path, DetectionEngine& engine) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (errno == ENOENT) return LoadResult{};
+    return fail(errno, "reading " + path);
+  }
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  proto::StateFile file;
+  std::string problem;
+  if (!file.ParseFromString(bytes.str())) {
+    problem = "not a readable protobuf StateFile";
+  } else if (file.kind() != kKind) {
+    problem = "a foreign file (kind \"" + file.kind().substr(0, 64) + "\")";
+  } else if (file.version() != kBaselineVersion) {
+    problem =
+        "layout version " + std::to_string(file.version()) + ", this agent reads " + std::to_string(kBaselineVersion);
+  }
+  if (problem.empty()) {
+    engine.restore(file.baseline());
+    return LoadResult{LoadOutcome::kLoaded, {}};
+  }
+  // A name no earlier rejected file has: set-aside files are kept for a human to look at.
+  std::string aside = path + ".rejected-" + std::to_string(std::time(nullptr));
+  struct stat st {};
+  for (int i = 1; ::stat(aside.c_str(), &st) == 0; ++i) {
+    aside = path + ".rejected-" + std::to_string(std::time(nullptr)) + "." + std::to_string(i);
+  }
+  if (std::rename(path.c_str(), aside.c_str()) != 0) return fail(errno, "setting aside " + path + " (" + problem + ")");
+  return LoadResult{LoadOutcome::kSetAside, problem + "; moved to " + aside};
+}
+
+Result<void> saveBaseline(const std::string& path, const DetectionEngine& engine) {
+  proto::StateFile file;
+  file.set_kind(kKind);
+  file.set_version(kBaselineVersion);
+  engine.save(*file.mutable_baseline());
+  std::string data;
+  if (!file.SerializeToString(&data)) return fail(EINVAL, "serializing the baseline");
+
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(errno, "creating " + tmp);
+  auto written = writeAll(fd, data);
+  if (written && ::fsync(fd) != 0) written = fail(errno, "fsync");
+  ::close(fd);
+  if (!written) {
+    ::unlink(tmp.c_str());
+    return std::unexpected(std::move(written.error()).context("writing " + tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return fail(err, "renaming " + tmp + " to " + path);
+  }
+  int dir = ::open(directoryOf(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  return {};
+}
+
+}  // namespace apiwarden::detect
