@@ -2,6 +2,7 @@
 
 #include "agent/credentials/credential.h"
 #include "agent/detect/baseline_store.h"
+#include "agent/detect/config.h"
 #include "agent/detect/engine.h"
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
@@ -148,7 +149,13 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     auto alerts = detect::AlertLog::open(options.alerts_path, options.detect.alert_window_ns);
     if (!alerts) return std::unexpected(std::move(alerts.error()).context("opening --alerts"));
     p.alerts = std::move(*alerts);
-    p.detection = std::make_unique<detect::DetectionEngine>(*p.sink, *p.alerts, options.detect);
+    detect::DetectOptions detect_options = options.detect;
+    if (!options.detect_config.empty()) {
+      auto config = detect::loadDetectConfig(options.detect_config);
+      if (!config) return std::unexpected(std::move(config.error()).context("loading --detect-config"));
+      detect_options.config = std::move(*config);
+    }
+    p.detection = std::make_unique<detect::DetectionEngine>(*p.sink, *p.alerts, std::move(detect_options));
     p.head = p.detection.get();
     if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return fail(errno, "creating the state dir " + options.state_dir);

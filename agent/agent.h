@@ -23,6 +23,7 @@ struct AgentOptions {
   std::string trust_domain = "cluster.local";  // of SPIFFE IDs
   std::vector<std::string> cluster_cidrs;       // pod, service and node networks: peers there are "cluster"
   std::string alerts_path;           // JSON Lines alerts; empty: detection off
+  std::string detect_config;         // credential owners and suppressions (YAML); empty: none
   detect::DetectOptions detect;
   bool tls_plaintext = true;        // read HTTPS in plaintext through OpenSSL uprobes
   uint32_t ringbuf_mib = 32;

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   app.add_option("--cluster-cidr", options.cluster_cidrs,
                  "a pod, service or node network (repeatable): peers there are tagged \"cluster\"");
   app.add_option("--alerts", options.alerts_path, "write alerts as JSON Lines here ('-' for stdout); off if unset");
+  app.add_option("--detect-config", options.detect_config,
+                 "YAML: which workload owns which credential, and alerts to suppress (see README)");
   double learning_s = 300, alert_window_s = 600;
   app.add_option("--learning-period", learning_s, "seconds of traffic before behavioural detectors alert")
       ->capture_default_str()

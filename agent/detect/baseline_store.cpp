@@ -67,6 +67,9 @@ void DetectionEngine::save(proto::Baseline& out) const {
     proto::CredentialSeen* credential = out.add_credentials();
     credential->set_fingerprint(fingerprint);
     credential->set_first_seen_ns(first_seen);
+    if (auto owner = learned_owner_.find(fingerprint); owner != learned_owner_.end()) {
+      credential->set_learned_owner(owner->second);
+    }
   }
 }
 
@@ -95,6 +98,8 @@ void DetectionEngine::restore(const proto::Baseline& in) {
   for (const auto& credential : in.credentials()) {
     if (first_seen_.size() >= options_.max_credentials) break;
     first_seen_.emplace(credential.fingerprint(), credential.first_seen_ns());
+    if (!credential.learned_owner().empty())
+      learned_owner_.emplace(credential.fingerprint(), credential.learned_owner());
   }
 }
 

@@ -28,7 +28,13 @@ std::string identityOf(const records::Workload& w) {
 }
 
 DetectionEngine::DetectionEngine(records::RecordSink& next, AlertLog& alerts, DetectOptions options)
-    : next_(next), alerts_(alerts), options_(options), route_table_(options.max_routes_per_service) {}
+    : next_(next), alerts_(alerts), options_(std::move(options)), route_table_(options_.max_routes_per_service) {
+  for (const CredentialOwner& owner : options_.config.owners) {
+    if (!owner.fingerprint.empty()) owner_by_fingerprint_[owner.fingerprint] = &owner;
+    if (!owner.jwt_sub.empty()) owner_by_sub_[owner.jwt_sub] = &owner;
+    if (!owner.jwt_client_id.empty()) owner_by_client_id_[owner.jwt_client_id] = &owner;
+  }
+}
 
 const std::string& DetectionEngine::identity(const records::Workload& w) {
   auto same = [](const records::Workload& a, const records::Workload& b) {
@@ -101,6 +107,7 @@ void DetectionEngine::write(const HttpRecord& record) {
   CallerState* caller = callerState(call);
   RouteState* route = routeState(call);
   sharedCredential(call);
+  credentialWrongWorkload(call);
   staleCredential(call);
   unauthenticatedAccess(call, route);
   objectEnumeration(call);
@@ -150,9 +157,71 @@ Alert DetectionEngine::alertFor(const Call& call, std::string detector, Severity
   return alert;
 }
 
+bool DetectionEngine::suppressed(const Alert& alert) const {
+  for (const Suppression& s : options_.config.suppressions) {
+    if ((s.detector.empty() || s.detector == alert.detector) && (s.identity.empty() || s.identity == alert.identity) &&
+        (s.fingerprint.empty() || s.fingerprint == alert.fingerprint) &&
+        (s.until_ns == 0 || alert.ts_ns < s.until_ns)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void DetectionEngine::raise(Alert alert) {
+  if (suppressed(alert)) {
+    ++stats_.suppressed;
+    return;
+  }
   ++stats_.alerts;
   alerts_.raise(alert);
+}
+
+void DetectionEngine::credentialWrongWorkload(const Call& call) {
+  const HttpRecord& record = *call.record;
+  const credentials::Credential& credential = record.credential;
+  if (credential.fingerprint.empty() || !call.caller) return;
+  const std::string& presenter = *call.caller->identity;
+
+  const CredentialOwner* declared = nullptr;
+  std::string matched_by;
+  if (auto it = owner_by_fingerprint_.find(credential.fingerprint); it != owner_by_fingerprint_.end()) {
+    declared = it->second;
+    matched_by = "fingerprint";
+  } else if (credential.jwt && !credential.jwt->sub.empty() && owner_by_sub_.contains(credential.jwt->sub)) {
+    declared = owner_by_sub_.at(credential.jwt->sub);
+    matched_by = "jwt sub " + credential.jwt->sub;
+  } else if (credential.jwt && !credential.jwt->client_id.empty() &&
+             owner_by_client_id_.contains(credential.jwt->client_id)) {
+    declared = owner_by_client_id_.at(credential.jwt->client_id);
+    matched_by = "jwt client_id " + credential.jwt->client_id;
+  }
+  std::string owner;
+  if (declared) {
+    if (declared->owner == presenter) return;
+    owner = declared->owner;
+  } else {
+    auto [it, added] = learned_owner_.try_emplace(credential.fingerprint, presenter);
+    if (added && learned_owner_.size() > options_.max_credentials) {
+      learned_owner_.erase(it);
+      return;
+    }
+    if (it->second == presenter || it->second.empty()) return;
+    if (learning(record.ts_ns)) {
+      it->second.clear();  // presented by several identities while learning: it has no single owner
+      return;
+    }
+    owner = it->second;
+    matched_by = "learnt";
+  }
+  Alert alert = alertFor(call, "credential_wrong_workload", Severity::kHigh);
+  alert.summary = std::string(credentials::toString(credential.scheme)) + " credential " +
+                  credential.fingerprint.substr(0, 8) + " presented by " + presenter + ", not by " +
+                  (declared ? "its owner " + owner : owner + ", which it was learnt with");
+  alert.evidence = {{"presenter", presenter}, {"owner", owner}, {"owner_from", matched_by}};
+  alert.evidence["request"] = {{"service", *call.service}, {"method", record.method}, {"route", *call.route}};
+  alert.dedupe_key = "credential_wrong_workload/" + credential.fingerprint + "/" + presenter;
+  raise(std::move(alert));
 }
 
 void DetectionEngine::sharedCredential(const Call& call) {

@@ -4,6 +4,8 @@
 //
 // Detectors (ids are stable; see README "Alerts"):
 //   shared_credential        one credential presented by two or more workload identities in a window
+//   credential_wrong_workload  a credential presented by another identity than its declared owner
+//                            (config) or the only one that presented it while learning
 //   stale_credential         a JWT without exp, living longer than allowed, or expired but accepted
 //   unauthenticated_access   a 2xx without any credential on a route whose 2xx responses carry one,
 //                            or from outside the cluster
@@ -24,6 +26,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "agent/detect/alert.h"
 #include "agent/detect/route.h"
@@ -33,7 +36,24 @@
 
 namespace apiwarden::detect {
 
+// From --detect-config (agent/detect/config.h): who owns which credential, and what not to report.
+struct CredentialOwner {
+  std::string fingerprint, jwt_sub, jwt_client_id;  // one of them identifies the credential
+  std::string owner;                                // the identity that may present it
+};
+
+struct Suppression {
+  std::string detector, identity, fingerprint;  // empty matches anything
+  uint64_t until_ns = 0;                        // wall clock; 0: no expiry
+};
+
+struct DetectConfig {
+  std::vector<CredentialOwner> owners;
+  std::vector<Suppression> suppressions;
+};
+
 struct DetectOptions {
+  DetectConfig config;
   uint64_t learning_ns = 300'000'000'000ULL;                    // behavioural detectors wait this long after start
   uint64_t shared_window_ns = 3'600'000'000'000ULL;             // presenters of one credential counted over this
   int64_t jwt_max_lifetime_s = 86'400;                          // exp - iat beyond this is a long-lived token
@@ -56,6 +76,7 @@ struct DetectOptions {
 struct DetectStats {
   uint64_t records = 0;
   uint64_t alerts = 0;
+  uint64_t suppressed = 0;           // alerts a suppression in the config held back
   uint64_t credentials_dropped = 0;  // not followed: max_credentials reached
 };
 
@@ -152,6 +173,8 @@ class DetectionEngine final : public records::RecordSink {
   const std::string& key(std::initializer_list<std::string_view> parts);
   void sharedCredential(const Call& call);
   void staleCredential(const Call& call);
+  void credentialWrongWorkload(const Call& call);
+  bool suppressed(const Alert& alert) const;
   // The per-caller and per-route detectors get their state looked up once per record; null when
   // the detector does not apply to this record or the table is full.
   struct CallerState;
@@ -176,6 +199,10 @@ class DetectionEngine final : public records::RecordSink {
   Route route_;                                                 // scratch, reused per record
   std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
   std::unordered_map<std::string, uint64_t> first_seen_;        // credential fingerprint -> first use
+  // Credential fingerprint -> the one identity that presented it while learning ("": several).
+  std::unordered_map<std::string, std::string> learned_owner_;
+  // The config's owners, by what identifies the credential.
+  std::unordered_map<std::string, const CredentialOwner*> owner_by_fingerprint_, owner_by_sub_, owner_by_client_id_;
   // What is kept per caller and per route: one lookup each per record serves every detector.
   struct CallerState {
     CallerBaseline baseline;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/detect/baseline_store.h"
+#include "agent/detect/config.h"
 #include "agent/detect/engine.h"
 
 namespace apiwarden::detect {
@@ -429,6 +430,82 @@ TEST_F(BaselineStoreTest, CorruptForeignAndNewerFilesAreSetAsideNotTrusted) {
   auto missing = loadBaseline(dir_ + "/none.pb", *engine_);
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->outcome, LoadOutcome::kFresh);
+}
+
+}  // namespace
+}  // namespace apiwarden::detect
+
+namespace apiwarden::detect {
+namespace {
+
+TEST(DetectConfig, ParsesOwnersAndSuppressions) {
+  auto config = parseDetectConfig(R"(
+credentials:
+  - fingerprint: f1
+    owner: cgroup:/demo/billing
+  - jwt_sub: reports-svc
+    owner: cgroup:/demo/reports
+suppressions:
+  - detector: new_endpoint
+    identity: cgroup:/demo/batch
+    until: 2027-01-31T00:00:00Z
+)");
+  ASSERT_TRUE(config) << config.error().describe();
+  ASSERT_EQ(config->owners.size(), 2u);
+  EXPECT_EQ(config->owners[1].jwt_sub, "reports-svc");
+  ASSERT_EQ(config->suppressions.size(), 1u);
+  EXPECT_EQ(config->suppressions[0].until_ns, 1'801'353'600ULL * 1'000'000'000ULL);  // date -d 2027-01-31Z +%s
+  EXPECT_TRUE(parseDetectConfig("")->owners.empty());
+}
+
+TEST(DetectConfig, RefusesWhatItCannotMeanWithTheLine) {
+  for (auto [yaml, message] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"credentials: {}", "credentials at line 1 must be a list"},
+           {"owners: []", "unknown key \"owners\" at line 1"},
+           {"credentials:\n  - owner: x", "needs an owner and exactly one of fingerprint"},
+           {"credentials:\n  - fingerprint: a\n    jwt_sub: b\n    owner: x", "exactly one of"},
+           {"suppressions:\n  - until: 2027-01-01T00:00:00Z", "would silence everything"},
+           {"suppressions:\n  - detector: no_such", "unknown detector \"no_such\" at line 2"},
+           {"suppressions:\n  - detector: new_peer\n    until: tomorrow", "until at line 3 must be RFC 3339"},
+           {"[unclosed", "not YAML"},
+       }) {
+    auto config = parseDetectConfig(yaml);
+    ASSERT_FALSE(config) << yaml;
+    EXPECT_NE(config.error().describe().find(message), std::string::npos) << config.error().describe();
+  }
+}
+
+TEST_F(DetectTest, CredentialWrongWorkloadDeclaredOrLearnt) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  options.config.owners.push_back({"declared-fp", "", "", "cgroup:/demo/billing"});
+  start(options);
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, bearer("declared-fp"));
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, bearer("learnt-fp"));
+  exchange(Direction::kClient, reports_, kStart + kSecond, "/a", 200, bearer("declared-fp"));  // declared: at once
+  exchange(Direction::kClient, reports_, kStart + 20 * kSecond, "/a", 200, bearer("learnt-fp"));
+  auto got = alerts("credential_wrong_workload");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0]["summary"],
+            "bearer credential declared presented by cgroup:/demo/reports, not by its owner cgroup:/demo/billing");
+  EXPECT_EQ(got[0]["evidence"]["owner_from"], "fingerprint");
+  EXPECT_EQ(got[1]["summary"],
+            "bearer credential learnt-f presented by cgroup:/demo/reports, not by cgroup:/demo/billing, which it was "
+            "learnt with");
+}
+
+TEST_F(DetectTest, SuppressionsHoldAlertsBackUntilTheyExpire) {
+  using records::Direction;
+  DetectOptions options;
+  options.config.suppressions.push_back({"shared_credential", "cgroup:/demo/reports", "", kStart + 100 * kSecond});
+  start(options);
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, bearer("s1"));
+  exchange(Direction::kClient, reports_, kStart + kSecond, "/a", 200, bearer("s1"));
+  EXPECT_TRUE(alerts("shared_credential").empty());
+  EXPECT_EQ(engine_->stats().suppressed, 1u);
+  exchange(Direction::kClient, reports_, kStart + 200 * kSecond, "/a", 200, bearer("s1"));  // expired
+  EXPECT_EQ(alerts("shared_credential").size(), 1u);
 }
 
 }  // namespace
