@@ -13,7 +13,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libyaml-cpp-dev
   # real peers for tests, demo and benchmarks
-  nginx-light curl wrk python3 nodejs iproute2 openssl procps
+  nginx-light curl wrk python3 python3-yaml nodejs iproute2 openssl procps
 )
 
 missing=()
