@@ -116,6 +116,7 @@ struct Pipeline {
     s.connections_tracked = tracker->size();
     if (auto* tls = capture->tls()) s.tls_libraries = tls->libraries();
     s.cgroups = cgroups->stats();
+    if (detection) s.detect = detection->stats();
     s.workloads = workloads->stats();
     if (pod_watcher) {
       const auto& kube = pod_watcher->stats();

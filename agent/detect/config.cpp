@@ -2,19 +2,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 #include <sstream>
 
 namespace apiwarden::detect {
 namespace {
-
-constexpr const char* kDetectors[] = {"shared_credential",  "credential_wrong_workload",
-                                      "stale_credential",   "unauthenticated_access",
-                                      "object_enumeration", "new_endpoint",
-                                      "new_peer",           "rate_spike",
-                                      "error_spike",        "auth_failure_burst",
-                                      "response_volume"};
 
 std::string where(const YAML::Node& node) { return "line " + std::to_string(node.Mark().line + 1); }
 
@@ -88,7 +82,7 @@ Result<DetectConfig> parseDetectConfig(const std::string& yaml) {
                               "identity or fingerprint");
     }
     if (!suppression.detector.empty() &&
-        std::find(std::begin(kDetectors), std::end(kDetectors), suppression.detector) == std::end(kDetectors)) {
+        std::find(kDetectorIds.begin(), kDetectorIds.end(), suppression.detector) == kDetectorIds.end()) {
       return fail(EINVAL, "unknown detector \"" + suppression.detector + "\" at " + where(entry));
     }
     auto until = text(entry, "until");

@@ -174,6 +174,7 @@ void DetectionEngine::raise(Alert alert) {
     return;
   }
   ++stats_.alerts;
+  for (size_t i = 0; i < kDetectorIds.size(); ++i) stats_.by_detector[i] += kDetectorIds[i] == alert.detector;
   alerts_.raise(alert);
 }
 
@@ -305,6 +306,10 @@ void DetectionEngine::staleCredential(const Call& call) {
     summary = "static " + std::string(credentials::toString(credential.scheme)) + " credential in use for " +
               std::to_string(age_ns / kDay) + " days (limit " + std::to_string(options_.static_max_age_ns / kDay) +
               "): never rotated";
+  } else if (jtiReplayed(jwt, credential.fingerprint, call)) {
+    reason = "jti_replayed";
+    severity = Severity::kHigh;
+    summary = "JWT id " + jwt.jti.substr(0, 64) + " seen again in another token or from another workload: replayed";
   } else if (!jwt.exp) {
     reason = "no_expiry";
     summary = "JWT without an expiry (a forever token)";
@@ -345,6 +350,19 @@ void DetectionEngine::staleCredential(const Call& call) {
   alert.dedupe_key = "stale_credential/" + reason + "/" + credential.fingerprint;
   alert.ts_ns = record.ts_ns;
   raise(std::move(alert));
+}
+
+// A JWT id (per issuer) names one token: the same id in another token, or the same token from
+// another identity, is a replay (or a token minted twice).
+bool DetectionEngine::jtiReplayed(const credentials::JwtClaims& jwt, const std::string& fingerprint, const Call& call) {
+  if (jwt.jti.empty() || !call.caller) return false;
+  uint64_t token = stableHash(fingerprint), presenter = stableHash(*call.caller->identity);
+  auto [it, added] = jtis_.try_emplace(stableHash(key({jwt.iss, jwt.jti})), JtiUse{token, presenter});
+  if (added) {
+    if (jtis_.size() > options_.max_credentials) jtis_.erase(it);
+    return false;
+  }
+  return it->second.token != token || it->second.presenter != presenter;
 }
 
 void DetectionEngine::unauthenticatedAccess(const Call& call, RouteState* state) {

@@ -73,11 +73,20 @@ struct DetectOptions {
   uint64_t alert_window_ns = 600'000'000'000ULL;  // repeats of one alert within it are counted, not written
 };
 
+// Every detector's stable id, in the order of DetectStats::by_detector.
+inline constexpr std::array<std::string_view, 11> kDetectorIds = {"shared_credential",  "credential_wrong_workload",
+                                                                  "stale_credential",   "unauthenticated_access",
+                                                                  "object_enumeration", "new_endpoint",
+                                                                  "new_peer",           "rate_spike",
+                                                                  "error_spike",        "auth_failure_burst",
+                                                                  "response_volume"};
+
 struct DetectStats {
   uint64_t records = 0;
   uint64_t alerts = 0;
-  uint64_t suppressed = 0;           // alerts a suppression in the config held back
-  uint64_t credentials_dropped = 0;  // not followed: max_credentials reached
+  std::array<uint64_t, kDetectorIds.size()> by_detector{};  // alerts raised (repeats included)
+  uint64_t suppressed = 0;                                  // alerts a suppression in the config held back
+  uint64_t credentials_dropped = 0;                         // not followed: max_credentials reached
 };
 
 // Exponentially weighted mean and variance of a stream (West's incremental form).
@@ -174,6 +183,7 @@ class DetectionEngine final : public records::RecordSink {
   void sharedCredential(const Call& call);
   void staleCredential(const Call& call);
   void credentialWrongWorkload(const Call& call);
+  bool jtiReplayed(const credentials::JwtClaims& jwt, const std::string& fingerprint, const Call& call);
   bool suppressed(const Alert& alert) const;
   // The per-caller and per-route detectors get their state looked up once per record; null when
   // the detector does not apply to this record or the table is full.
@@ -201,6 +211,10 @@ class DetectionEngine final : public records::RecordSink {
   std::unordered_map<std::string, uint64_t> first_seen_;        // credential fingerprint -> first use
   // Credential fingerprint -> the one identity that presented it while learning ("": several).
   std::unordered_map<std::string, std::string> learned_owner_;
+  struct JtiUse {
+    uint64_t token = 0, presenter = 0;  // hashes of the fingerprint and of the presenting identity
+  };
+  std::unordered_map<uint64_t, JtiUse> jtis_;  // by hash of "issuer jti"
   // The config's owners, by what identifies the credential.
   std::unordered_map<std::string, const CredentialOwner*> owner_by_fingerprint_, owner_by_sub_, owner_by_client_id_;
   // What is kept per caller and per route: one lookup each per record serves every detector.

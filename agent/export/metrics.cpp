@@ -10,13 +10,13 @@ namespace {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 
-constexpr std::array<std::string_view, 9> kMethods = {"GET",    "POST",    "PUT",     "DELETE", "PATCH",
-                                                      "HEAD",   "OPTIONS", "CONNECT", "TRACE"};
+constexpr std::array<std::string_view, 9> kMethods = {"GET",  "POST",    "PUT",     "DELETE", "PATCH",
+                                                      "HEAD", "OPTIONS", "CONNECT", "TRACE"};
 
 constexpr std::array<std::string_view, 6> kStatusClasses = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 constexpr size_t kMethodSlots = kMethods.size() + 1;  // + OTHER
-constexpr size_t kStatusSlots = 6;                     // none, 1xx .. 5xx
+constexpr size_t kStatusSlots = 6;                    // none, 1xx .. 5xx
 
 size_t methodSlot(std::string_view method) {
   for (size_t i = 0; i < kMethods.size(); ++i) {
@@ -81,10 +81,8 @@ AgentMetrics::AgentMetrics(size_t max_workloads)
                         .Name("apiwarden_flows_gap_bytes_total")
                         .Help("Stream bytes never captured (beyond the capture limit, or lost)")
                         .Register(*registry_);
-  auto& records_written = BuildCounter()
-                              .Name("apiwarden_records_written_total")
-                              .Help("Records written by type")
-                              .Register(*registry_);
+  auto& records_written =
+      BuildCounter().Name("apiwarden_records_written_total").Help("Records written by type").Register(*registry_);
   auto& record_errors = BuildCounter()
                             .Name("apiwarden_records_write_errors_total")
                             .Help("Records that could not be written")
@@ -121,22 +119,33 @@ AgentMetrics::AgentMetrics(size_t max_workloads)
   mirrors_.emplace_back(unanswered.Add({{"reason", "too_many_pending"}}));
 
   mirrors_.emplace_back(lost.Add({{"reason", "tls_plaintext"}}));
-  auto& identity = BuildCounter()
-                       .Name("apiwarden_identity_lookups_total")
-                       .Help("Workload identity lookups by stage (cgroup path, workload cache, pod metadata) and result")
-                       .Register(*registry_);
+  auto& identity =
+      BuildCounter()
+          .Name("apiwarden_identity_lookups_total")
+          .Help("Workload identity lookups by stage (cgroup path, workload cache, pod metadata) and result")
+          .Register(*registry_);
   mirrors_.emplace_back(identity.Add({{"stage", "cgroup"}, {"result", "hit"}}));
   mirrors_.emplace_back(identity.Add({{"stage", "cgroup"}, {"result", "miss"}}));
   mirrors_.emplace_back(identity.Add({{"stage", "workload_cache"}, {"result", "hit"}}));
   mirrors_.emplace_back(identity.Add({{"stage", "workload_cache"}, {"result", "miss"}}));
   mirrors_.emplace_back(identity.Add({{"stage", "pod"}, {"result", "miss"}}));
-  auto& kube = BuildCounter()
-                   .Name("apiwarden_kube_api_total")
-                   .Help("Kubernetes API pod list/watch activity: lists, watches, events, relists after 410 Gone, errors")
-                   .Register(*registry_);
+  auto& kube =
+      BuildCounter()
+          .Name("apiwarden_kube_api_total")
+          .Help("Kubernetes API pod list/watch activity: lists, watches, events, relists after 410 Gone, errors")
+          .Register(*registry_);
   for (const char* event : {"list", "watch", "event", "relist_gone", "error"}) {
     mirrors_.emplace_back(kube.Add({{"event", event}}));
   }
+
+  auto& alerts = BuildCounter()
+                     .Name("apiwarden_alerts_total")
+                     .Help("Alerts raised by detector (repeats within the alert window included), and suppressed")
+                     .Register(*registry_);
+  for (std::string_view detector : detect::kDetectorIds) {
+    mirrors_.emplace_back(alerts.Add({{"detector", std::string(detector)}}));
+  }
+  mirrors_.emplace_back(alerts.Add({{"detector", "suppressed"}}));
 
   tls_libraries_ = &BuildGauge()
                         .Name("apiwarden_tls_libraries_probed")
@@ -173,7 +182,8 @@ Result<void> AgentMetrics::listen(const std::string& address) {
 
 void AgentMetrics::update(const PipelineSnapshot& s) {
   size_t i = 0;
-  for (uint32_t stat = APIWARDEN_STAT_RECORDS; stat <= APIWARDEN_STAT_UNPARSED; ++stat) mirrors_[i++].set(s.kernel[stat]);
+  for (uint32_t stat = APIWARDEN_STAT_RECORDS; stat <= APIWARDEN_STAT_UNPARSED; ++stat)
+    mirrors_[i++].set(s.kernel[stat]);
   mirrors_[i++].set(s.decoder.decoded);
   for (uint64_t count : s.decoder.rejected) mirrors_[i++].set(count);
   for (uint64_t count : s.tracker.parse_errors) mirrors_[i++].set(count);
@@ -197,6 +207,8 @@ void AgentMetrics::update(const PipelineSnapshot& s) {
   for (uint64_t count : {s.kube_lists, s.kube_watches, s.kube_events, s.kube_relists_gone, s.kube_errors}) {
     mirrors_[i++].set(count);
   }
+  for (uint64_t count : s.detect.by_detector) mirrors_[i++].set(count);
+  mirrors_[i++].set(s.detect.suppressed);
   tls_libraries_->Set(static_cast<double>(s.tls_libraries));
   connections_tracked_->Set(static_cast<double>(s.connections_tracked));
 }

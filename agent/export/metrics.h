@@ -5,14 +5,6 @@
 // after max_workloads distinct workloads further ones count as workload="other".
 #pragma once
 
-#include "agent/events/decoder.h"
-#include "agent/export/record.h"
-#include "agent/flows/connection.h"
-#include "agent/identity/cgroup_resolver.h"
-#include "agent/identity/workload_resolver.h"
-#include "agent/loader/capture_program.h"
-#include "apiwarden/common/result.h"
-
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -23,6 +15,15 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include "agent/detect/engine.h"
+#include "agent/events/decoder.h"
+#include "agent/export/record.h"
+#include "agent/flows/connection.h"
+#include "agent/identity/cgroup_resolver.h"
+#include "agent/identity/workload_resolver.h"
+#include "agent/loader/capture_program.h"
+#include "apiwarden/common/result.h"
 
 namespace prometheus {
 class Exposer;
@@ -55,6 +56,7 @@ struct PipelineSnapshot {
   identity::CgroupResolverStats cgroups;
   identity::WorkloadResolverStats workloads;
   uint64_t kube_lists = 0, kube_watches = 0, kube_events = 0, kube_relists_gone = 0, kube_errors = 0;
+  detect::DetectStats detect;  // zeros when detection is off
 };
 
 class AgentMetrics {

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sys
 import time
 import unittest
@@ -66,6 +67,9 @@ class DetectTest(DetectFixture):
                           timeout=5, what="shared_credential alert")
         delay = time.monotonic() - replayed_at
         self.assertLess(delay, 5)
+        # Metrics follow once a second.
+        wait_for(lambda: re.search(r'apiwarden_alerts_total\{detector="shared_credential"\} [1-9]', agent.metrics()),
+                 timeout=5, what="shared_credential alert counter above 0")
         agent.stop()
 
         self.assertEqual(len(shared), 1, shared)  # repeats are counted, not written

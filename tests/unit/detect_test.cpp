@@ -188,6 +188,32 @@ TEST_F(DetectTest, StaleJwts) {
   for (const auto& alert : got) EXPECT_EQ(alert["detector"], "stale_credential");
 }
 
+TEST_F(DetectTest, AJwtIdSeenInAnotherTokenOrFromAnotherWorkloadIsAReplay) {
+  using records::Direction;
+  int64_t now = static_cast<int64_t>(kStart / kSecond);
+  auto jwt = [&](const std::string& fingerprint, const std::string& jti) {
+    credentials::Credential c{credentials::Scheme::kJwt, fingerprint, "header:authorization", "",
+                              credentials::JwtClaims{}};
+    c.jwt->iss = "https://idp";
+    c.jwt->jti = jti;
+    c.jwt->iat = now - 60;
+    c.jwt->exp = now + 600;
+    return c;
+  };
+  exchange(Direction::kClient, billing_, kStart, "/a", 200, jwt("token-a", "j1"));
+  exchange(Direction::kClient, billing_, kStart + kSecond, "/a", 200, jwt("token-a", "j1"));        // reuse: normal
+  exchange(Direction::kServer, api_, kStart + kSecond, "/a", 200, jwt("token-a", "j1"), billing_);  // other end
+  exchange(Direction::kClient, billing_, kStart + kSecond, "/a", 200, jwt("token-c", "j2"));
+  EXPECT_TRUE(alerts("stale_credential").empty());
+  exchange(Direction::kClient, billing_, kStart + 2 * kSecond, "/a", 200, jwt("token-b", "j1"));  // minted twice
+  exchange(Direction::kClient, reports_, kStart + 3 * kSecond, "/a", 200, jwt("token-c", "j2"));  // replayed
+  auto got = alerts("stale_credential");
+  ASSERT_EQ(got.size(), 2u);
+  for (const auto& alert : got) EXPECT_EQ(alert["evidence"]["reason"], "jti_replayed");
+  EXPECT_EQ(got[0]["credential"]["fingerprint"], "token-b");
+  EXPECT_EQ(got[1]["identity"], "cgroup:/demo/reports");  // the workload that replayed it
+}
+
 TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
   using records::Direction;
   DetectOptions options;
