@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/detect/engine.h"
+#include "bench/reporter.h"
 
 namespace {
 
@@ -96,28 +97,20 @@ void BM_Detectors(benchmark::State& state) {
 BENCHMARK(BM_Passthrough)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Detectors)->Unit(benchmark::kMillisecond);
 
-class CostReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const auto& run : runs) {
-      bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
-      if (!single && run.aggregate_name != "median") continue;
-      double ns = run.GetAdjustedRealTime() * 1e6 / kRecords;  // reported in ms per iteration
-      (run.benchmark_name().find("Detectors") != std::string::npos ? detectors_ : passthrough_) = ns;
-    }
-  }
-  double detectors_ = 0, passthrough_ = 0;
-};
+// Nanoseconds per record of a benchmark's median run (reported in ms per iteration).
+double nsPerRecord(const bench::MedianReporter& reporter, const std::string& name) {
+  const auto* run = reporter.median(name);
+  return run ? run->GetAdjustedRealTime() * 1e6 / kRecords : 0;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  CostReporter reporter;
+  bench::MedianReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  std::printf("passthrough %.1f ns per record; with detectors %.1f ns per record\n", reporter.passthrough_,
-              reporter.detectors_);
-  std::printf("detectors cost %.0f ns per request (target < 1000)\n", reporter.detectors_ - reporter.passthrough_);
+  double passthrough = nsPerRecord(reporter, "BM_Passthrough"), detectors = nsPerRecord(reporter, "BM_Detectors");
+  std::printf("passthrough %.1f ns per record; with detectors %.1f ns per record\n", passthrough, detectors);
+  std::printf("detectors cost %.0f ns per request (target < 1000)\n", detectors - passthrough);
   return 0;
 }

@@ -2,15 +2,16 @@
 // Lines) vs a raw copy-out of the same records (what a drain that does nothing costs), over the
 // same keep-alive traffic. Prints the headroom over the 50,000 req/s target last; the real
 // kernel-to-agent zero-loss figure comes from bench/ingest.py.
-#include "agent/events/decoder.h"
-#include "agent/export/json_lines.h"
-#include "agent/flows/connection_tracker.h"
-
 #include <benchmark/benchmark.h>
 
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "agent/events/decoder.h"
+#include "agent/export/json_lines.h"
+#include "agent/flows/connection_tracker.h"
+#include "bench/reporter.h"
 
 namespace {
 
@@ -24,12 +25,14 @@ std::vector<std::vector<uint8_t>> makeRecords() {
   uint32_t seq[100][2] = {};
   for (int i = 0; i < kExchanges; ++i) {
     int c = i % 100;
-    std::string request = "GET /api/items/" + std::to_string(i) +
-                          "?page=2 HTTP/1.1\r\nHost: api.test\r\nUser-Agent: wrk\r\nAuthorization: Bearer abc.def\r\n\r\n";
-    std::string response = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: 12"
-                           "\r\nConnection: keep-alive\r\n\r\n{\"ok\":true}\n";
-    for (auto [direction, data] : {std::pair<uint8_t, const std::string*>{APIWARDEN_DIR_INGRESS, &request},
-                                   {APIWARDEN_DIR_EGRESS, &response}}) {
+    std::string request =
+        "GET /api/items/" + std::to_string(i) +
+        "?page=2 HTTP/1.1\r\nHost: api.test\r\nUser-Agent: wrk\r\nAuthorization: Bearer abc.def\r\n\r\n";
+    std::string response =
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: 12"
+        "\r\nConnection: keep-alive\r\n\r\n{\"ok\":true}\n";
+    for (auto [direction, data] :
+         {std::pair<uint8_t, const std::string*>{APIWARDEN_DIR_INGRESS, &request}, {APIWARDEN_DIR_EGRESS, &response}}) {
       apiwarden_payload_event ev{};
       ev.hdr = {APIWARDEN_RECORD_PAYLOAD, APIWARDEN_ABI_VERSION, static_cast<uint32_t>(sizeof(ev) + data->size()),
                 static_cast<uint64_t>(i) * 1000};
@@ -96,32 +99,24 @@ void BM_Pipeline(benchmark::State& state) {
 BENCHMARK(BM_RawDrain)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Pipeline)->Unit(benchmark::kMillisecond);
 
-// Collects items/s of both benchmarks so the ratio can be printed after the table.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const auto& run : runs) {
-      bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
-      if (!single && run.aggregate_name != "median") continue;
-      auto it = run.counters.find("items_per_second");
-      if (it == run.counters.end()) continue;
-      (run.benchmark_name().find("Pipeline") != std::string::npos ? pipeline_ : raw_) = it->second.value;
-    }
-  }
-  double pipeline_ = 0, raw_ = 0;
-};
+double itemsPerSecond(const bench::MedianReporter& reporter, const std::string& name) {
+  const auto* run = reporter.median(name);
+  if (!run) return 0;
+  auto it = run->counters.find("items_per_second");
+  return it == run->counters.end() ? 0 : it->second.value;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  RatioReporter reporter;
+  bench::MedianReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
+  double pipeline = itemsPerSecond(reporter, "BM_Pipeline"), raw = itemsPerSecond(reporter, "BM_RawDrain");
   // 50,000 req/s on one monitored side is 100,000 payload events/s (request + response).
   constexpr double kNeeded = 100'000;
-  std::printf("pipeline %.0f events/s on one core; raw copy-out %.0f events/s; pipeline/raw %.4f\n",
-              reporter.pipeline_, reporter.raw_, reporter.raw_ > 0 ? reporter.pipeline_ / reporter.raw_ : 0.0);
-  std::printf("pipeline headroom over 50,000 req/s (100,000 events/s): %.1fx\n", reporter.pipeline_ / kNeeded);
+  std::printf("pipeline %.0f events/s on one core; raw copy-out %.0f events/s; pipeline/raw %.4f\n", pipeline, raw,
+              raw > 0 ? pipeline / raw : 0.0);
+  std::printf("pipeline headroom over 50,000 req/s (100,000 events/s): %.1fx\n", pipeline / kNeeded);
   return 0;
 }

@@ -1,10 +1,16 @@
 """wrk runs for the benchmarks: a load generator started inside a cgroup, its figures parsed."""
+import os
 import re
 
 
-def run_wrk(bench, cgroup, port, seconds, connections=16, close=False):
-    """Returns (requests completed, requests/s)."""
+PACED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paced.lua")
+
+
+def run_wrk(bench, cgroup, port, seconds, connections=16, close=False, paced=False):
+    """Returns (requests completed, requests/s). paced: 1 ms between requests on each connection."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/api/x"]
+    if paced:
+        argv[1:1] = ["-s", PACED]
     if close:
         argv[1:1] = ["-H", "Connection: close"]
     out = bench.run_in(argv, cgroup, timeout=seconds + 60).decode()

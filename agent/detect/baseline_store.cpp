@@ -55,6 +55,7 @@ void DetectionEngine::save(proto::Baseline& out) const {
     route->set_key(key);
     route->set_authenticated_ok(state.auth.authenticated_ok);
     route->set_unauthenticated_ok(state.auth.unauthenticated_ok);
+    route->set_schemes_ok(state.auth.schemes_ok);
     toProto(state.response_sizes, route->mutable_response_bytes());
   }
   for (const auto& [key, window] : id_windows_) {
@@ -63,13 +64,13 @@ void DetectionEngine::save(proto::Baseline& out) const {
     ids->set_key(key);
     ids->set_learned_max(window.learned_max);
   }
-  for (const auto& [fingerprint, first_seen] : first_seen_) {
+  for (const auto& [fingerprint, use] : credentials_) {
     proto::CredentialSeen* credential = out.add_credentials();
     credential->set_fingerprint(fingerprint);
-    credential->set_first_seen_ns(first_seen);
-    if (auto owner = learned_owner_.find(fingerprint); owner != learned_owner_.end()) {
-      credential->set_learned_owner(owner->second);
-    }
+    credential->set_scheme(static_cast<uint32_t>(use.scheme));
+    credential->set_first_seen_ns(use.first_seen);
+    credential->set_owner_learnt(use.owner_learnt);
+    credential->set_learned_owner(use.learned_owner);
   }
 }
 
@@ -88,7 +89,7 @@ void DetectionEngine::restore(const proto::Baseline& in) {
   for (const auto& route : in.routes()) {
     if (routes_state_.size() >= options_.max_keys) break;
     RouteState& state = routes_state_[route.key()];
-    state.auth = {route.authenticated_ok(), route.unauthenticated_ok()};
+    state.auth = {route.authenticated_ok(), route.unauthenticated_ok(), route.schemes_ok()};
     state.response_sizes = fromProto(route.response_bytes());
   }
   for (const auto& ids : in.id_windows()) {
@@ -96,10 +97,12 @@ void DetectionEngine::restore(const proto::Baseline& in) {
     id_windows_[ids.key()].learned_max = ids.learned_max();
   }
   for (const auto& credential : in.credentials()) {
-    if (first_seen_.size() >= options_.max_credentials) break;
-    first_seen_.emplace(credential.fingerprint(), credential.first_seen_ns());
-    if (!credential.learned_owner().empty())
-      learned_owner_.emplace(credential.fingerprint(), credential.learned_owner());
+    if (credentials_.size() >= options_.max_credentials) break;
+    CredentialUse& use = credentials_[credential.fingerprint()];
+    use.scheme = static_cast<credentials::Scheme>(std::min<uint32_t>(credential.scheme(), 6));
+    use.first_seen = credential.first_seen_ns();
+    use.owner_learnt = credential.owner_learnt();
+    use.learned_owner = credential.learned_owner();
   }
 }
 

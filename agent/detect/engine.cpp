@@ -12,6 +12,14 @@ using records::HttpRecord;
 
 constexpr uint64_t kNsPerSecond = 1'000'000'000ULL;
 
+nlohmann::json schemeNames(uint32_t mask) {
+  nlohmann::json names = nlohmann::json::array();
+  for (unsigned s = 0; s < 32; ++s) {
+    if (mask & (1u << s)) names.push_back(credentials::toString(static_cast<credentials::Scheme>(s)));
+  }
+  return names;
+}
+
 bool success(const HttpRecord& record) { return record.status && *record.status >= 200 && *record.status < 300; }
 
 std::string shortFingerprint(const std::string& fingerprint) { return fingerprint.substr(0, 8); }
@@ -106,9 +114,10 @@ void DetectionEngine::write(const HttpRecord& record) {
   Call call = describe(record);
   CallerState* caller = callerState(call);
   RouteState* route = routeState(call);
-  sharedCredential(call);
-  credentialWrongWorkload(call);
-  staleCredential(call);
+  CredentialUse* credential = credentialUse(call);
+  sharedCredential(call, credential);
+  credentialWrongWorkload(call, credential);
+  staleCredential(call, credential);
   unauthenticatedAccess(call, route);
   objectEnumeration(call);
   authFailureBurst(call, caller);
@@ -178,10 +187,26 @@ void DetectionEngine::raise(Alert alert) {
   alerts_.raise(alert);
 }
 
-void DetectionEngine::credentialWrongWorkload(const Call& call) {
+DetectionEngine::CredentialUse* DetectionEngine::credentialUse(const Call& call) {
+  const credentials::Credential& credential = call.record->credential;
+  if (credential.fingerprint.empty()) return nullptr;
+  auto it = credentials_.find(credential.fingerprint);
+  if (it == credentials_.end()) {
+    if (credentials_.size() >= options_.max_credentials) {
+      ++stats_.credentials_dropped;
+      return nullptr;
+    }
+    it = credentials_.emplace(credential.fingerprint, CredentialUse{}).first;
+    it->second.scheme = credential.scheme;
+    it->second.first_seen = call.record->ts_ns;
+  }
+  return &it->second;
+}
+
+void DetectionEngine::credentialWrongWorkload(const Call& call, CredentialUse* use) {
   const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
-  if (credential.fingerprint.empty() || !call.caller) return;
+  if (!use || !call.caller) return;
   const std::string& presenter = *call.caller->identity;
 
   const CredentialOwner* declared = nullptr;
@@ -202,17 +227,17 @@ void DetectionEngine::credentialWrongWorkload(const Call& call) {
     if (declared->owner == presenter) return;
     owner = declared->owner;
   } else {
-    auto [it, added] = learned_owner_.try_emplace(credential.fingerprint, presenter);
-    if (added && learned_owner_.size() > options_.max_credentials) {
-      learned_owner_.erase(it);
+    if (!use->owner_learnt) {
+      use->owner_learnt = true;
+      use->learned_owner = presenter;
       return;
     }
-    if (it->second == presenter || it->second.empty()) return;
+    if (use->learned_owner == presenter || use->learned_owner.empty()) return;
     if (learning(record.ts_ns)) {
-      it->second.clear();  // presented by several identities while learning: it has no single owner
+      use->learned_owner.clear();  // presented by several identities while learning: it has no single owner
       return;
     }
-    owner = it->second;
+    owner = use->learned_owner;
     matched_by = "learnt";
   }
   Alert alert = alertFor(call, "credential_wrong_workload", Severity::kHigh);
@@ -225,20 +250,12 @@ void DetectionEngine::credentialWrongWorkload(const Call& call) {
   raise(std::move(alert));
 }
 
-void DetectionEngine::sharedCredential(const Call& call) {
+void DetectionEngine::sharedCredential(const Call& call, CredentialUse* state) {
   const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
-  if (credential.fingerprint.empty() || !call.caller) return;
+  if (!state || !call.caller) return;
   const Caller& caller = *call.caller;
-  auto it = credentials_.find(credential.fingerprint);
-  if (it == credentials_.end()) {
-    if (credentials_.size() >= options_.max_credentials) {
-      ++stats_.credentials_dropped;
-      return;
-    }
-    it = credentials_.emplace(credential.fingerprint, CredentialUse{credential.scheme, {}}).first;
-  }
-  CredentialUse& use = it->second;
+  CredentialUse& use = *state;
   uint64_t now = record.ts_ns;
   std::erase_if(use.presenters,
                 [&](const auto& entry) { return entry.second.last_seen + options_.shared_window_ns < now; });
@@ -281,16 +298,11 @@ void DetectionEngine::sharedCredential(const Call& call) {
   raise(std::move(alert));
 }
 
-void DetectionEngine::staleCredential(const Call& call) {
+void DetectionEngine::staleCredential(const Call& call, CredentialUse* use) {
   const HttpRecord& record = *call.record;
   const credentials::Credential& credential = record.credential;
-  if (credential.fingerprint.empty()) return;
-  auto seen = first_seen_.find(credential.fingerprint);
-  if (seen == first_seen_.end()) {
-    if (first_seen_.size() >= options_.max_credentials) return;
-    seen = first_seen_.emplace(credential.fingerprint, record.ts_ns).first;
-  }
-  uint64_t age_ns = record.ts_ns > seen->second ? record.ts_ns - seen->second : 0;
+  if (!use) return;
+  uint64_t age_ns = record.ts_ns > use->first_seen ? record.ts_ns - use->first_seen : 0;
   static const credentials::JwtClaims kNoClaims;
   const credentials::JwtClaims& jwt = credential.jwt ? *credential.jwt : kNoClaims;
   int64_t now_s = static_cast<int64_t>(record.ts_ns / kNsPerSecond);
@@ -343,7 +355,7 @@ void DetectionEngine::staleCredential(const Call& call) {
     if (!value->empty()) claims[key] = *value;
   }
   alert.evidence = {{"reason", reason},
-                    {"first_seen", records::formatTimestamp(seen->second)},
+                    {"first_seen", records::formatTimestamp(use->first_seen)},
                     {"claims", std::move(claims)},
                     {"direction", record.flow->direction == Direction::kServer ? "server" : "client"}};
   if (record.status) alert.evidence["status"] = *record.status;
@@ -375,6 +387,7 @@ void DetectionEngine::unauthenticatedAccess(const Call& call, RouteState* state)
   bool authenticated = record.credential.scheme != credentials::Scheme::kNone;
   if (authenticated) {
     ++auth.authenticated_ok;
+    auth.schemes_ok |= 1u << static_cast<unsigned>(record.credential.scheme);
     return;
   }
   ++auth.unauthenticated_ok;
@@ -400,6 +413,7 @@ void DetectionEngine::unauthenticatedAccess(const Call& call, RouteState* state)
                     {"caller", call.caller ? *call.caller->identity : "ip:" + flow.remote.ip},
                     {"peer_scope", flow.peer.scope},
                     {"authenticated_2xx", auth.authenticated_ok},
+                    {"schemes_seen", schemeNames(auth.schemes_ok)},
                     {"unauthenticated_2xx", auth.unauthenticated_ok}};
   alert.dedupe_key = "unauthenticated_access/" + service + "/" + record.method + " " + route;
   alert.ts_ns = record.ts_ns;

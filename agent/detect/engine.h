@@ -138,12 +138,17 @@ class DetectionEngine final : public records::RecordSink {
     uint64_t first_seen = 0, last_seen = 0;
     uint64_t records = 0;  // http records with the credential: a node-local call gives two (both ends)
   };
+  // Everything kept per credential: one lookup per record serves its three detectors.
   struct CredentialUse {
     credentials::Scheme scheme = credentials::Scheme::kNone;
-    std::map<std::string, Presenter> presenters;  // by identity
+    uint64_t first_seen = 0;
+    std::string learned_owner;  // the one identity that presented it while learning; "" several or none
+    bool owner_learnt = false;  // learned_owner was set (it may have been cleared since)
+    std::map<std::string, Presenter> presenters;  // by identity, within the shared window
   };
   struct RouteAuth {
     uint64_t authenticated_ok = 0, unauthenticated_ok = 0;
+    uint32_t schemes_ok = 0;  // bit (1 << Scheme) for each scheme its 2xx responses carried
   };
 
   struct IdUse {
@@ -180,9 +185,10 @@ class DetectionEngine final : public records::RecordSink {
   const std::string& identity(const records::Workload& workload);
   // key_ = parts joined by spaces: the lookup key of a detector table, built without allocating.
   const std::string& key(std::initializer_list<std::string_view> parts);
-  void sharedCredential(const Call& call);
-  void staleCredential(const Call& call);
-  void credentialWrongWorkload(const Call& call);
+  CredentialUse* credentialUse(const Call& call);
+  void sharedCredential(const Call& call, CredentialUse* use);
+  void staleCredential(const Call& call, CredentialUse* use);
+  void credentialWrongWorkload(const Call& call, CredentialUse* use);
   bool jtiReplayed(const credentials::JwtClaims& jwt, const std::string& fingerprint, const Call& call);
   bool suppressed(const Alert& alert) const;
   // The per-caller and per-route detectors get their state looked up once per record; null when
@@ -208,9 +214,6 @@ class DetectionEngine final : public records::RecordSink {
   RouteTable route_table_;
   Route route_;                                                 // scratch, reused per record
   std::unordered_map<std::string, CredentialUse> credentials_;  // by fingerprint
-  std::unordered_map<std::string, uint64_t> first_seen_;        // credential fingerprint -> first use
-  // Credential fingerprint -> the one identity that presented it while learning ("": several).
-  std::unordered_map<std::string, std::string> learned_owner_;
   struct JtiUse {
     uint64_t token = 0, presenter = 0;  // hashes of the fingerprint and of the presenting identity
   };

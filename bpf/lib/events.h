@@ -38,10 +38,35 @@ static __always_inline void events__flow(struct __sk_buff *skb, const struct pac
 }
 
 /*
- * One payload record reserved straight in the ring buffer, with room for `cap` bytes: no shared
+ * Payload records are reserved straight in the ring buffer, with room for `cap` bytes: no shared
  * scratch buffer, so a softirq that interrupts a task-context program on this CPU cannot mix two
- * records. cap must be a constant (bpf_ringbuf_reserve needs one): callers pick a size class.
+ * records. cap must be a constant (bpf_ringbuf_reserve needs one): callers pick a size class, copy
+ * the bytes in after the struct, set the flow, and submit.
  */
+static __always_inline struct apiwarden_payload_event *events__reserve_payload(const __u32 cap)
+{
+	struct apiwarden_payload_event *ev = bpf_ringbuf_reserve(&apiwarden_events, sizeof(*ev) + cap, 0);
+
+	if (!ev)
+		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
+	return ev;
+}
+
+static __always_inline void events__submit_payload(struct apiwarden_payload_event *ev, __u32 seq, __u32 payload_len,
+						   __u32 len, __u8 direction, __u8 flags)
+{
+	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
+	ev->seq = seq;
+	ev->payload_len = payload_len;
+	ev->captured_len = len;
+	ev->direction = direction;
+	ev->flags = flags;
+	ev->pad0 = 0;
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	stats__inc(APIWARDEN_STAT_RECORDS);
+}
+
+/* One segment's payload in a record of size class `cap`. */
 static __always_inline void events__payload_class(struct __sk_buff *skb, const struct packet_info *pi,
 						  __u8 direction, __u8 role, __u32 len, __u8 flags, const __u32 cap)
 {
@@ -49,26 +74,16 @@ static __always_inline void events__payload_class(struct __sk_buff *skb, const s
 
 	if (len > cap)
 		len = cap;
-	ev = bpf_ringbuf_reserve(&apiwarden_events, sizeof(*ev) + cap, 0);
-	if (!ev) {
-		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
+	ev = events__reserve_payload(cap);
+	if (!ev)
 		return;
-	}
 	if (bpf_skb_load_bytes(skb, pi->payload_off, (void *)(ev + 1), len)) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		stats__inc(APIWARDEN_STAT_UNPARSED);
 		return;
 	}
-	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
 	events__flow(skb, pi, direction, role, &ev->flow);
-	ev->seq = pi->seq;
-	ev->payload_len = pi->payload_len;
-	ev->captured_len = len;
-	ev->direction = direction;
-	ev->flags = flags;
-	ev->pad0 = 0;
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-	stats__inc(APIWARDEN_STAT_RECORDS);
+	events__submit_payload(ev, pi->seq, pi->payload_len, len, direction, flags);
 }
 
 /* Copies the segment's payload (up to APIWARDEN_CAPTURE_MAX bytes) into one payload record. */
@@ -83,8 +98,12 @@ static __always_inline void events__payload(struct __sk_buff *skb, const struct 
 		flags = APIWARDEN_PAYLOAD_TRUNCATED;
 		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
 	}
-	if (len <= 512)
-		events__payload_class(skb, pi, direction, role, len, flags, 512);
+	/* Size classes: a typical request or response head takes a 256-byte slot, so the ring holds
+	 * more records (and rides out longer stalls of the agent) than with one large class. */
+	if (len <= 256)
+		events__payload_class(skb, pi, direction, role, len, flags, 256);
+	else if (len <= 1024)
+		events__payload_class(skb, pi, direction, role, len, flags, 1024);
 	else if (len <= 4096)
 		events__payload_class(skb, pi, direction, role, len, flags, 4096);
 	else

@@ -79,26 +79,16 @@ static __always_inline void ssl__emit_class(const struct ssl_session *session, c
 	barrier_var(len); /* keep the check: the verifier needs it even where the compiler proves it */
 	if (len > cap)
 		len = cap;
-	ev = bpf_ringbuf_reserve(&apiwarden_events, sizeof(*ev) + cap, 0);
-	if (!ev) {
-		stats__inc(APIWARDEN_STAT_LOST_RINGBUF);
+	ev = events__reserve_payload(cap);
+	if (!ev)
 		return;
-	}
 	if (bpf_probe_read_user((void *)(ev + 1), len, buf)) {
 		bpf_ringbuf_discard(ev, BPF_RB_NO_WAKEUP);
 		stats__inc(APIWARDEN_STAT_LOST_TLS_PLAINTEXT);
 		return;
 	}
-	events__header(&ev->hdr, APIWARDEN_RECORD_PAYLOAD, sizeof(*ev) + len);
 	ev->flow = session->flow;
-	ev->seq = (__u32)offset;
-	ev->payload_len = count;
-	ev->captured_len = len;
-	ev->direction = direction;
-	ev->flags = flags;
-	ev->pad0 = 0;
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-	stats__inc(APIWARDEN_STAT_RECORDS);
+	events__submit_payload(ev, (__u32)offset, count, len, direction, flags);
 }
 
 static __always_inline int ssl__exit(long ret, __u8 direction)
@@ -137,8 +127,10 @@ static __always_inline int ssl__exit(long ret, __u8 direction)
 		flags |= APIWARDEN_PAYLOAD_TRUNCATED;
 		stats__inc(APIWARDEN_STAT_LOST_TRUNCATED);
 	}
-	if (len <= 512)
-		ssl__emit_class(session, (void *)call.buf, count, offset, direction, len, flags, 512);
+	if (len <= 256)
+		ssl__emit_class(session, (void *)call.buf, count, offset, direction, len, flags, 256);
+	else if (len <= 1024)
+		ssl__emit_class(session, (void *)call.buf, count, offset, direction, len, flags, 1024);
 	else if (len <= 4096)
 		ssl__emit_class(session, (void *)call.buf, count, offset, direction, len, flags, 4096);
 	else

@@ -574,7 +574,7 @@ class SmallRing : public CaptureProgram {
 };
 
 TEST_F(SmallRing, RecordThatDoesNotFitIsCountedLost) {
-  // Records are reserved in size classes: the first takes a 512-byte slot, the second needs the
+  // Records are reserved in size classes: the first takes a 1024-byte slot, the second needs the
   // 4096-byte class, more than the page has left.
   Segment first = tcp(kClient4, kServer4, "POST /a HTTP/1.1\r\n\r\n" + std::string(400, 'x'));
   Segment second = tcp(kClient4, kServer4, "POST /b HTTP/1.1\r\n\r\n" + std::string(2500, 'x'));

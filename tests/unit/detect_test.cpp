@@ -237,6 +237,7 @@ TEST_F(DetectTest, UnauthenticatedAccessAfterLearningOnAProtectedRoute) {
       "GET /users/{id} answered 200 without any credential on a route whose successful responses carry credentials");
   EXPECT_EQ(got[0]["evidence"]["caller"], "cgroup:/demo/reports");
   EXPECT_EQ(got[0]["evidence"]["authenticated_2xx"], 3);
+  EXPECT_EQ(got[0]["evidence"]["schemes_seen"], (nlohmann::json{"bearer"}));
 }
 
 TEST_F(DetectTest, CredentialLessSuccessFromOutsideTheClusterAlertsAtOnce) {
