@@ -5,7 +5,7 @@ whether each request became exactly one client and one server record. The target
 events at 50,000 requests/s for 60 s; the last line prints the events lost.
 
 usage: python3 bench/ingest.py [--seconds 60] [--connections N] [--paced]
-(--paced --connections 110 holds about 50,000 req/s on the 2-core CI machine)
+(--paced --connections 125 held 48,000-60,000 req/s on the 2-core CI machine)
 """
 import argparse
 import os

@@ -13,4 +13,4 @@ echo "== request-rate overhead (wrk + nginx, agent on vs off, interleaved median
 echo "== ingest at full speed (beyond the target: where loss starts on this machine)"
 /usr/bin/python3 bench/ingest.py --seconds 20
 echo "== sustained ingest at the target (wrk paced to ~50,000 req/s + nginx, 60 s)"
-/usr/bin/python3 bench/ingest.py --seconds 60 --paced --connections 110
+/usr/bin/python3 bench/ingest.py --seconds 60 --paced --connections 125
