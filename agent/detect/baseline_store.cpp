@@ -71,6 +71,8 @@ void DetectionEngine::save(proto::Baseline& out) const {
     credential->set_first_seen_ns(use.first_seen);
     credential->set_owner_learnt(use.owner_learnt);
     credential->set_learned_owner(use.learned_owner);
+    for (uint64_t endpoint : use.endpoints) credential->add_endpoints(endpoint);
+    for (uint64_t peer : use.peers) credential->add_peers(peer);
   }
 }
 
@@ -103,6 +105,8 @@ void DetectionEngine::restore(const proto::Baseline& in) {
     use.first_seen = credential.first_seen_ns();
     use.owner_learnt = credential.owner_learnt();
     use.learned_owner = credential.learned_owner();
+    use.endpoints.insert(credential.endpoints().begin(), credential.endpoints().end());
+    use.peers.insert(credential.peers().begin(), credential.peers().end());
   }
 }
 

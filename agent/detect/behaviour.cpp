@@ -120,36 +120,53 @@ void DetectionEngine::authFailureBurst(const Call& call, CallerState* caller) {
   raise(std::move(alert));
 }
 
-void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller) {
+void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, CredentialUse* credential) {
   const records::HttpRecord& record = *call.record;
   if (!caller) return;
-  CallerBaseline& baseline = caller->baseline;
   uint64_t now = record.ts_ns;
-  // Every caller learns for the learning period from when it is first seen, and not before the
-  // agent's own learning period is over.
-  bool learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
-  constexpr size_t kMaxPerCaller = 4096;
-
-  bool new_peer = baseline.peers.size() < kMaxPerCaller && baseline.peers.insert(stableHash(*call.service)).second;
+  constexpr size_t kMaxPerKey = 4096;
+  uint64_t peer = stableHash(*call.service);
   const std::string& endpoint = key({*call.service, record.method, *call.route});
-  bool new_endpoint =
-      baseline.endpoints.size() < kMaxPerCaller && baseline.endpoints.insert(stableHash(endpoint)).second;
-  if (!learned) return;
+  uint64_t endpoint_hash = stableHash(endpoint);
+  auto first = [&](std::unordered_set<uint64_t>& known, uint64_t item) {
+    return known.size() < kMaxPerKey && known.insert(item).second;
+  };
 
+  // Every caller, and every credential, learns for the learning period from when it is first seen,
+  // and not before the agent's own learning period is over.
+  CallerBaseline& baseline = caller->baseline;
+  bool caller_learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
+  bool new_peer = first(baseline.peers, peer) && caller_learned;
+  bool new_endpoint = first(baseline.endpoints, endpoint_hash) && caller_learned;
+  // A credential used where it never was, by a caller that has been there (a token borrowed by a
+  // workload for another purpose): reported as such, once.
+  bool credential_learned = credential && !learning(now) && credential->first_seen + options_.learning_ns <= now;
+  bool credential_peer = credential && first(credential->peers, peer) && credential_learned;
+  bool credential_endpoint = credential && first(credential->endpoints, endpoint_hash) && credential_learned;
+
+  std::string subject = *call.caller->identity;
+  std::string dedupe = subject;
+  if (!new_peer && !new_endpoint && (credential_peer || credential_endpoint)) {
+    new_peer = credential_peer;
+    new_endpoint = credential_endpoint;
+    subject = std::string(credentials::toString(record.credential.scheme)) + " credential " +
+              record.credential.fingerprint.substr(0, 8) + " (" + *call.caller->identity + ")";
+    dedupe = "credential:" + record.credential.fingerprint;
+  }
   if (new_peer) {
     Alert alert = alertFor(call, "new_peer", Severity::kMedium);
-    alert.summary = *call.caller->identity + " called " + *call.service + " for the first time";
+    alert.summary = subject + " called " + *call.service + " for the first time";
     alert.evidence = {{"service", *call.service},
                       {"known_peers", baseline.peers.size() - 1},
                       {"first_call", {{"method", record.method}, {"route", *call.route}}}};
     if (record.status) alert.evidence["first_call"]["status"] = *record.status;
-    alert.dedupe_key = "new_peer/" + *call.caller->identity + "/" + *call.service;
+    alert.dedupe_key = "new_peer/" + dedupe + "/" + *call.service;
     raise(std::move(alert));
   }
   if (new_endpoint) {
     bool admin = adminLike(record.method, *call.route);
     Alert alert = alertFor(call, "new_endpoint", admin ? Severity::kHigh : Severity::kLow);
-    alert.summary = *call.caller->identity + " used " + record.method + " " + *call.route + " of " + *call.service +
+    alert.summary = subject + " used " + record.method + " " + *call.route + " of " + *call.service +
                     " for the first time" + (admin ? " (administrative or write access)" : "");
     alert.evidence = {{"service", *call.service},
                       {"method", record.method},
@@ -157,7 +174,7 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller) {
                       {"admin_like", admin},
                       {"known_endpoints", baseline.endpoints.size() - 1}};
     if (record.status) alert.evidence["status"] = *record.status;
-    alert.dedupe_key = "new_endpoint/" + *call.caller->identity + "/" + endpoint;
+    alert.dedupe_key = "new_endpoint/" + dedupe + "/" + endpoint;
     raise(std::move(alert));
   }
 }

@@ -121,7 +121,7 @@ void DetectionEngine::write(const HttpRecord& record) {
   unauthenticatedAccess(call, route);
   objectEnumeration(call);
   authFailureBurst(call, caller);
-  newEndpointOrPeer(call, caller);
+  newEndpointOrPeer(call, caller, call.primary ? credential : nullptr);
   spikes(call, caller);
   responseVolume(call, route);
   next_.write(record);

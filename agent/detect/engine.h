@@ -144,6 +144,7 @@ class DetectionEngine final : public records::RecordSink {
     uint64_t first_seen = 0;
     std::string learned_owner;  // the one identity that presented it while learning; "" several or none
     bool owner_learnt = false;  // learned_owner was set (it may have been cleared since)
+    std::unordered_set<uint64_t> endpoints, peers;  // hashes, as in CallerBaseline
     std::map<std::string, Presenter> presenters;  // by identity, within the shared window
   };
   struct RouteAuth {
@@ -198,7 +199,7 @@ class DetectionEngine final : public records::RecordSink {
   void unauthenticatedAccess(const Call& call, RouteState* route);
   void objectEnumeration(const Call& call);
   void authFailureBurst(const Call& call, CallerState* caller);
-  void newEndpointOrPeer(const Call& call, CallerState* caller);
+  void newEndpointOrPeer(const Call& call, CallerState* caller, CredentialUse* credential);
   void spikes(const Call& call, CallerState* caller);
   void responseVolume(const Call& call, RouteState* route);
   Alert alertFor(const Call& call, std::string detector, Severity severity);

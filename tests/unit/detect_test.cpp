@@ -334,6 +334,25 @@ TEST_F(DetectTest, NewEndpointsAndPeersAfterTheCallersOwnLearningPeriod) {
   EXPECT_EQ(peers[0]["summary"], "cgroup:/demo/billing called ip:127.0.0.1:8080 for the first time");
 }
 
+TEST_F(DetectTest, ACredentialUsedWhereItNeverWasIsNewEvenIfTheCallerWasThere) {
+  using records::Direction;
+  DetectOptions options;
+  options.learning_ns = 10 * kSecond;
+  start(options);
+  exchange(Direction::kServer, api_, kStart, "/invoices/1", 200, bearer("token-a"), billing_);
+  exchange(Direction::kServer, api_, kStart, "/reports", 200, bearer("token-b"), billing_);
+  exchange(Direction::kServer, api_, kStart + 20 * kSecond, "/invoices/2", 200, bearer("token-a"), billing_);
+  exchange(Direction::kServer, api_, kStart + 21 * kSecond, "/reports", 200, bearer("token-b"), billing_);
+  EXPECT_TRUE(alerts().empty());
+  exchange(Direction::kServer, api_, kStart + 22 * kSecond, "/reports", 200, bearer("token-a"), billing_);
+  auto got = alerts("new_endpoint");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(
+      got[0]["summary"],
+      "bearer credential token-a (cgroup:/demo/billing) used GET /reports of cgroup:/demo/api for the first time");
+  EXPECT_EQ(got[0]["dedupe_key"], "new_endpoint/credential:token-a/cgroup:/demo/api GET /reports");
+}
+
 TEST_F(DetectTest, RateAndErrorSpikesAgainstTheCallersOwnRate) {
   using records::Direction;
   DetectOptions options;
