@@ -84,14 +84,6 @@ struct Pipeline {
   std::unique_ptr<detect::DetectionEngine> detection;
   records::RecordSink* head = nullptr;  // where the tracker's records enter: detection, or metrics
   std::string baseline_path;
-
-  // Saves what the detectors learnt; a failure is logged and retried at the next save.
-  void saveBaseline() {
-    if (!detection) return;
-    if (auto saved = detect::saveBaseline(baseline_path, *detection); !saved) {
-      logger("detect")->warn("saving the baseline: {}", saved.error().describe());
-    }
-  }
   std::unique_ptr<identity::CgroupResolver> cgroups;
   identity::PodCache pods;
   std::unique_ptr<identity::PodWatcher> pod_watcher;
@@ -129,6 +121,14 @@ struct Pipeline {
     s.records_written = writer->written();
     s.record_write_errors = writer->writeErrors();
     return s;
+  }
+
+  // Saves what the detectors learnt; a failure is logged and retried at the next save.
+  void saveBaseline() {
+    if (!detection) return;
+    if (auto saved = detect::saveBaseline(baseline_path, *detection); !saved) {
+      logger("detect")->warn("saving the baseline: {}", saved.error().describe());
+    }
   }
 };
 
