@@ -66,6 +66,7 @@ struct DetectOptions {
   size_t auth_failure_threshold = 20;             // 401/403 per caller in the window
   size_t max_keys = 100'000;                      // per detector table; beyond, new keys are not followed
   double spike_sigmas = 6;                        // rate/error spike: above mean + this many standard deviations
+  double spike_factor = 3;                        // ... and this many times the mean
   uint64_t min_spike_rate = 50;                   // ... and at least this many requests in the second
   uint64_t min_error_spike = 10;                  // ... or this many 5xx
   uint64_t min_volume_bytes = 1 << 20;            // response_volume: never below this
@@ -145,7 +146,7 @@ class DetectionEngine final : public records::RecordSink {
     std::string learned_owner;  // the one identity that presented it while learning; "" several or none
     bool owner_learnt = false;  // learned_owner was set (it may have been cleared since)
     std::unordered_set<uint64_t> endpoints, peers;  // hashes, as in CallerBaseline
-    std::map<std::string, Presenter> presenters;  // by identity, within the shared window
+    std::map<std::string, Presenter> presenters;    // by identity, within the shared window
   };
   struct RouteAuth {
     uint64_t authenticated_ok = 0, unauthenticated_ok = 0;

@@ -44,8 +44,11 @@ void DetectionEngine::spikes(const Call& call, CallerState* caller) {
   rate.errors += error;
   if (learning(record.ts_ns) || rate.rate.n * kNsPerSecond < options_.learning_ns) return;
 
+  // A spike is far outside the usual spread AND a multiple of the usual level: smooth traffic has a
+  // tiny deviation, and a workload that merely got busier (a step of a few tens of percent) is not one.
   auto limit = [&](const Ewma& e, uint64_t floor) {
-    return std::max(e.mean + options_.spike_sigmas * std::sqrt(e.var), static_cast<double>(floor));
+    return std::max({e.mean + options_.spike_sigmas * std::sqrt(e.var), options_.spike_factor * e.mean,
+                     static_cast<double>(floor)});
   };
   // Alert the moment the current second crosses the limit (once: the count only grows).
   double rate_limit = limit(rate.rate, options_.min_spike_rate);
