@@ -31,8 +31,8 @@ def main():
         load = bench.root.child("load")  # outside the monitored subtree
         port = harness.free_port()
         bench.start_nginx(server, port)
-        # "on" is the default agent; "on-no-tls" leaves out the TLS plaintext probes, to show what the
-        # sys_enter hook costs plaintext traffic.
+        # "on" is the default agent; "on-no-tls" leaves out the TLS plaintext probes, to show what they
+        # cost plaintext traffic (nothing, by design: no syscall hook).
         configs = {"off": None, "on": [], "on-no-tls": ["--no-tls-plaintext"]}
         results = {(close, name): [] for close in (False, True) for name in configs}
         for round_ in range(args.rounds):
