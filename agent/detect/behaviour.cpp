@@ -149,8 +149,8 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   if (!new_peer && !new_endpoint && (credential_peer || credential_endpoint)) {
     new_peer = credential_peer;
     new_endpoint = credential_endpoint;
-    subject = std::string(credentials::toString(record.credential.scheme)) + " credential " +
-              record.credential.fingerprint.substr(0, 8) + " (" + *call.caller->identity + ")";
+    subject =
+        credentialLabel(record.credential.scheme, record.credential.fingerprint) + " (" + *call.caller->identity + ")";
     dedupe = "credential:" + record.credential.fingerprint;
   }
   if (new_peer) {

@@ -22,9 +22,11 @@ nlohmann::json schemeNames(uint32_t mask) {
 
 bool success(const HttpRecord& record) { return record.status && *record.status >= 200 && *record.status < 300; }
 
-std::string shortFingerprint(const std::string& fingerprint) { return fingerprint.substr(0, 8); }
-
 }  // namespace
+
+std::string credentialLabel(credentials::Scheme scheme, const std::string& fingerprint) {
+  return std::string(credentials::toString(scheme)) + " credential " + fingerprint.substr(0, 8);
+}
 
 std::string identityOf(const records::Workload& w) {
   if (!w.spiffe_id.empty()) return w.spiffe_id;
@@ -241,9 +243,8 @@ void DetectionEngine::credentialWrongWorkload(const Call& call, CredentialUse* u
     matched_by = "learnt";
   }
   Alert alert = alertFor(call, "credential_wrong_workload", Severity::kHigh);
-  alert.summary = std::string(credentials::toString(credential.scheme)) + " credential " +
-                  credential.fingerprint.substr(0, 8) + " presented by " + presenter + ", not by " +
-                  (declared ? "its owner " + owner : owner + ", which it was learnt with");
+  alert.summary = credentialLabel(credential.scheme, credential.fingerprint) + " presented by " + presenter +
+                  ", not by " + (declared ? "its owner " + owner : owner + ", which it was learnt with");
   alert.evidence = {{"presenter", presenter}, {"owner", owner}, {"owner_from", matched_by}};
   alert.evidence["request"] = {{"service", *call.service}, {"method", record.method}, {"route", *call.route}};
   alert.dedupe_key = "credential_wrong_workload/" + credential.fingerprint + "/" + presenter;
@@ -283,9 +284,8 @@ void DetectionEngine::sharedCredential(const Call& call, CredentialUse* state) {
     if (seen.workload) entry["workload"] = workloadJson(*seen.workload);
     presenters.push_back(std::move(entry));
   }
-  alert.summary = std::string(credentials::toString(use.scheme)) + " credential " +
-                  shortFingerprint(credential.fingerprint) + " presented by " + std::to_string(use.presenters.size()) +
-                  " workloads: " + names;
+  alert.summary = credentialLabel(use.scheme, credential.fingerprint) + " presented by " +
+                  std::to_string(use.presenters.size()) + " workloads: " + names;
   alert.workload = slot->second.workload;
   alert.identity = slot->first;
   alert.scheme = use.scheme;

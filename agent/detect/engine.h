@@ -101,6 +101,9 @@ struct Ewma {
 // namespace/owner, namespace/pod, the systemd unit, the cgroup path.
 std::string identityOf(const records::Workload& workload);
 
+// How alert summaries name a credential: "bearer credential 5f0c9e1a" (scheme, fingerprint prefix).
+std::string credentialLabel(credentials::Scheme scheme, const std::string& fingerprint);
+
 // Who called: on the client side the workload itself; on the server side the peer when it is a
 // workload on this node, else the remote address.
 struct Caller {
