@@ -11,12 +11,19 @@ function(apiwarden_bpf_skeleton target)
   set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME})
   set(vmlinux_dir ${CMAKE_CURRENT_BINARY_DIR}/vmlinux)
   # CO-RE: the types come from the build machine's kernel; relocations adapt them at load time.
-  add_custom_command(
-    OUTPUT ${vmlinux_dir}/vmlinux.h
-    COMMAND ${CMAKE_COMMAND} -E make_directory ${vmlinux_dir}
-    COMMAND sh -c "${BPFTOOL} btf dump file /sys/kernel/btf/vmlinux format c > ${vmlinux_dir}/vmlinux.h"
-    COMMENT "Generating vmlinux.h from the kernel's BTF"
-    VERBATIM)
+  # One vmlinux.h per directory, shared by its skeletons.
+  get_property(have_vmlinux DIRECTORY PROPERTY APIWARDEN_VMLINUX_RULE)
+  if(NOT have_vmlinux)
+    set_property(DIRECTORY PROPERTY APIWARDEN_VMLINUX_RULE TRUE)
+    add_custom_command(
+      OUTPUT ${vmlinux_dir}/vmlinux.h
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${vmlinux_dir}
+      COMMAND sh -c "${BPFTOOL} btf dump file /sys/kernel/btf/vmlinux format c > ${vmlinux_dir}/vmlinux.h"
+      COMMENT "Generating vmlinux.h from the kernel's BTF"
+      VERBATIM)
+    # Owned by one target, so parallel builds of several skeletons do not race to write it.
+    add_custom_target(apiwarden_vmlinux DEPENDS ${vmlinux_dir}/vmlinux.h)
+  endif()
   set(include_flags -I${vmlinux_dir})
   foreach(dir ${ARG_INCLUDES})
     list(APPEND include_flags -I${dir})
@@ -46,6 +53,7 @@ function(apiwarden_bpf_skeleton target)
     COMMENT "BPF skeleton ${ARG_NAME}"
     VERBATIM)
   add_custom_target(${target}_gen DEPENDS ${skel})
+  add_dependencies(${target}_gen apiwarden_vmlinux)
   add_library(${target} INTERFACE)
   add_dependencies(${target} ${target}_gen)
   target_include_directories(${target} INTERFACE ${out_dir})

@@ -64,7 +64,11 @@ void AlertLog::raise(const Alert& alert) {
   line["first_seen"] = records::formatTimestamp(seen.first_seen);
   line["last_seen"] = records::formatTimestamp(seen.last_seen);
   line["count"] = seen.count;
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  write(line);
+}
+
+void AlertLog::write(const nlohmann::ordered_json& record) {
+  std::string text = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   text.push_back('\n');
   if (std::fwrite(text.data(), 1, text.size(), file_) != text.size()) {
     ++write_errors_;

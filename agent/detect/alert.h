@@ -41,6 +41,8 @@ class AlertLog {
   AlertLog& operator=(const AlertLog&) = delete;
 
   void raise(const Alert& alert);
+  // Writes one record as it is, at once, never deduplicated: audit records of enforcement actions.
+  void write(const nlohmann::ordered_json& record);
   void flush();
   uint64_t raised() const { return raised_; }
   uint64_t written() const { return written_; }

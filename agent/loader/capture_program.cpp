@@ -44,13 +44,6 @@ int libbpfPrint(libbpf_print_level level, const char* format, va_list args) {
   return 0;
 }
 
-std::string recentWarnings() {
-  std::lock_guard lock(g_recent_mutex);
-  std::string out;
-  for (const auto& line : g_recent_warnings) out += "\n    libbpf: " + line;
-  return out;
-}
-
 // Effective capability bits from /proc/self/status.
 uint64_t effectiveCapabilities() {
   std::ifstream status("/proc/self/status");
@@ -69,6 +62,13 @@ constexpr int kCapBpf = 39;
 }  // namespace
 
 void routeLibbpfLogs() { libbpf_set_print(libbpfPrint); }
+
+std::string recentWarnings() {
+  std::lock_guard lock(g_recent_mutex);
+  std::string out;
+  for (const auto& line : g_recent_warnings) out += "\n    libbpf: " + line;
+  return out;
+}
 
 Result<void> checkEnvironment() {
   uint64_t caps = effectiveCapabilities();

@@ -30,6 +30,8 @@ Result<void> checkEnvironment();
 
 // Routes libbpf's own messages through the "libbpf" logger (debug/info/warn levels kept).
 void routeLibbpfLogs();
+// libbpf's last warnings, one per line, for quoting in a load or attach error.
+std::string recentWarnings();
 
 class CaptureProgram {
  public:

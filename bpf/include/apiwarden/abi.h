@@ -110,4 +110,95 @@ struct apiwarden_conn_event {
 };
 APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_conn_event) == 104, "abi: conn event size");
 
+/*
+ * Enforcement (bpf/progs/enforce.bpf.c, credential.bpf.c). User space fills the rule maps, pinned
+ * under the agent's bpffs directory; the kernel refuses, drops and counts. Times are CLOCK_BOOTTIME
+ * (bpf_ktime_get_boot_ns) so a rule expires on time even while no agent runs.
+ */
+#define APIWARDEN_ENFORCE_MAX_LEVEL 16   /* deepest cgroup level a rule can name (the root is 0) */
+#define APIWARDEN_ENFORCE_MAX_RULES 4096 /* rule ids: slots of apiwarden_rule_counters */
+
+enum apiwarden_rule_flags {
+	APIWARDEN_RULE_EGRESS = 0x1,       /* connections the workload opens: refused, torn down, dropped */
+	APIWARDEN_RULE_INGRESS = 0x2,      /* connections to the workload: torn down, dropped */
+	APIWARDEN_RULE_MONITOR = 0x4,      /* count what would be refused, let it through */
+	APIWARDEN_RULE_DESTINATIONS = 0x8, /* egress only towards apiwarden_cut_dests entries of this cgroup */
+	APIWARDEN_RULE_BIND = 0x10,        /* credential rules: only owner_cgroup may present it */
+};
+
+/* apiwarden_cuts: cgroup v2 id (of any level) -> what is cut for it and every cgroup below it. */
+struct apiwarden_cut_rule {
+	__u64 expires_ns; /* CLOCK_BOOTTIME; 0: never */
+	__u32 rule_id;    /* < APIWARDEN_ENFORCE_MAX_RULES */
+	__u32 flags;      /* APIWARDEN_RULE_* */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_cut_rule) == 16, "abi: cut rule size");
+
+/* apiwarden_cut_dests (LPM trie): the destinations of a DESTINATIONS rule. prefixlen counts the
+ * bits of pad (32, always 0), cgroup_id (64) and the address's prefix (v4-mapped for IPv4). */
+struct apiwarden_dest_key {
+	__u32 prefixlen;
+	__u32 pad;
+	__u64 cgroup_id;
+	__u8 addr[16]; /* network byte order */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_dest_key) == 32, "abi: dest key size");
+
+struct apiwarden_dest_value {
+	__u16 port; /* host byte order; 0: every port */
+	__u16 pad;
+	__u32 rule_id;
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_dest_value) == 8, "abi: dest value size");
+
+/* apiwarden_cred_rules: keyed hash of a credential token (see apiwarden_cred_hash) -> rule. */
+struct apiwarden_cred_rule {
+	__u64 expires_ns;   /* CLOCK_BOOTTIME; 0: never */
+	__u64 owner_cgroup; /* BIND: the cgroup (at owner_level) allowed to present the credential */
+	__u32 owner_level;
+	__u32 rule_id;
+	__u32 flags;        /* APIWARDEN_RULE_MONITOR, APIWARDEN_RULE_BIND */
+	__u32 pad;
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_cred_rule) == 32, "abi: credential rule size");
+
+/* apiwarden_enforce_config, one slot. */
+struct apiwarden_enforce_config {
+	__u32 cut_levels;  /* bit L: some apiwarden_cuts entry names a cgroup at level L */
+	__u32 cred_rules;  /* entries in apiwarden_cred_rules: 0 skips the request scan */
+	__u64 hash_key[2]; /* key of the credential hash, random per installation */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_enforce_config) == 24, "abi: enforce config size");
+
+/* apiwarden_rule_counters, per CPU, one slot per rule id. Counted in both modes: a MONITOR rule's
+ * counts are what it would have refused. */
+struct apiwarden_rule_counters {
+	__u64 connects;  /* connect() calls refused */
+	__u64 packets;   /* packets dropped */
+	__u64 aborted;   /* established connections torn down */
+	__u64 requests;  /* writes (requests) carrying a revoked or foreign-bound credential refused */
+};
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_rule_counters) == 32, "abi: rule counters size");
+
+/*
+ * The credential hash the kernel computes over a token in a request header, byte by byte: FNV-1a
+ * seeded with hash_key[0], finished with a keyed murmur3 mix. It only has to match what user space
+ * computes for the same token under the same random key; fingerprints (HMAC) stay in user space.
+ */
+#define APIWARDEN_FNV_PRIME 0x100000001b3ULL
+static inline __u64 apiwarden_cred_hash_step(__u64 h, __u8 byte)
+{
+	return (h ^ byte) * APIWARDEN_FNV_PRIME;
+}
+static inline __u64 apiwarden_cred_hash_finish(__u64 h, __u64 key1)
+{
+	h ^= key1;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
 #endif /* APIWARDEN_ABI_H */

@@ -1,0 +1,17 @@
+// State files in the agent's state dir: written atomically (temporary file, fsync, rename, fsync
+// of the directory), and when found unreadable, set aside under a name no earlier one has
+// (<path>.rejected-<unix time>[.n]) for a human to look at.
+#pragma once
+
+#include "apiwarden/common/result.h"
+
+#include <string>
+
+namespace apiwarden {
+
+Result<void> writeFileAtomically(const std::string& path, const std::string& data);
+
+// Renames path aside; returns the new name.
+Result<std::string> setAside(const std::string& path);
+
+}  // namespace apiwarden

@@ -1,0 +1,353 @@
+// The enforcement programs (bpf/progs/enforce.bpf.c) on the real kernel: two sibling workload
+// cgroups that this test creates, real TCP connections over loopback to listeners in the test
+// process (which stays outside the cut subtree), rules written straight into the pinned maps.
+// The pins live under a bpffs directory of the test's own and are removed at the end.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "agent/loader/enforce_program.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using apiwarden::loader::EnforceOptions;
+using apiwarden::loader::EnforceProgram;
+
+const fs::path kCgroup2 = "/sys/fs/cgroup/unified";
+
+uint64_t bootNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t cgroupId(const fs::path& dir) {
+  struct stat st {};
+  return stat(dir.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+int cgroupLevel(const fs::path& dir) {
+  fs::path relative = dir.lexically_relative(kCgroup2);
+  return static_cast<int>(std::distance(relative.begin(), relative.end()));
+}
+
+// A TCP listener in the test process on loopback (v4 or v6), on an ephemeral port.
+struct Listener {
+  int fd = -1;
+  uint16_t port = 0;
+  explicit Listener(int family) {
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_storage addr{};
+    socklen_t len;
+    if (family == AF_INET) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+      a->sin_family = AF_INET;
+      a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof(*a);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+      a->sin6_family = AF_INET6;
+      a->sin6_addr = in6addr_loopback;
+      len = sizeof(*a);
+    }
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 128) != 0) return;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(family == AF_INET ? reinterpret_cast<sockaddr_in*>(&addr)->sin_port
+                                   : reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  }
+  ~Listener() { ::close(fd); }
+};
+
+enum class Target { kV4, kV6, kV4MappedOnV6 };
+
+// A connected (or not) client socket to loopback:port; returns the fd or -errno.
+int connectTo(Target target, uint16_t port) {
+  int family = target == Target::kV4 ? AF_INET : AF_INET6;
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int rc;
+  if (target == Target::kV4) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  } else {
+    sockaddr_in6 a{};
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(port);
+    if (target == Target::kV6) {
+      a.sin6_addr = in6addr_loopback;
+    } else {
+      inet_pton(AF_INET6, "::ffff:127.0.0.1", &a.sin6_addr);
+    }
+    rc = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  }
+  if (rc != 0) {
+    int err = errno;
+    ::close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+// Runs fn in a child process that first joins the cgroup (so its sockets belong to it); the
+// child's exit code is fn's result.
+int inCgroup(const fs::path& cgroup, const std::function<int()>& fn) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(cgroup / "cgroup.procs") << getpid() << std::flush;
+    _exit(fn());
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+}
+
+// 0 when the connect succeeded, else the errno.
+int connectErrno(const fs::path& cgroup, Target target, uint16_t port) {
+  return inCgroup(cgroup, [&] {
+    int fd = connectTo(target, port);
+    if (fd < 0) return -fd;
+    ::close(fd);
+    return 0;
+  });
+}
+
+// A child in a cgroup that holds one established connection until told to read from it.
+struct HeldConnection {
+  pid_t pid = -1;
+  int to_child = -1, from_child = -1;
+
+  HeldConnection(const fs::path& cgroup, uint16_t port) {
+    int down[2], up[2];
+    if (pipe(down) != 0 || pipe(up) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+      std::ofstream(cgroup / "cgroup.procs") << getpid() << std::flush;
+      int fd = connectTo(Target::kV4, port);
+      char ok = fd >= 0 ? 'c' : 'x';
+      (void)!write(up[1], &ok, 1);
+      char go;
+      (void)!read(down[0], &go, 1);
+      // Report what a read sees within 1 s: the errno, or 0 when nothing happened.
+      pollfd p{fd, POLLIN, 0};
+      int ready = poll(&p, 1, 1000);
+      int result = 0;
+      if (ready > 0) {
+        char byte;
+        result = recv(fd, &byte, 1, 0) < 0 ? errno : 0;
+      }
+      _exit(result);
+    }
+    to_child = down[1];
+    from_child = up[0];
+    ::close(down[0]);
+    ::close(up[1]);
+  }
+  bool connected() {
+    char c = 0;
+    return read(from_child, &c, 1) == 1 && c == 'c';
+  }
+  // The errno the child's read saw (0: the connection is still fine).
+  int readResult() {
+    char go = 'g';
+    (void)!write(to_child, &go, 1);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+  }
+  ~HeldConnection() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    ::close(to_child);
+    ::close(from_child);
+  }
+};
+
+class Enforce : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "enforcement needs root";
+    std::string tag = std::to_string(getpid());
+    root_ = kCgroup2 / ("apiwarden-enforce-test-" + tag);
+    pins_ = "/sys/fs/bpf/apiwarden-enforce-test-" + tag;
+    fs::create_directories(root_ / "a");
+    fs::create_directories(root_ / "b");
+    auto program = EnforceProgram::open({root_.string(), pins_});
+    ASSERT_TRUE(program) << program.error().describe();
+    program_ = std::move(*program);
+  }
+
+  void TearDown() override {
+    program_.reset();
+    std::error_code ec;
+    fs::remove_all(pins_, ec);  // unpinning the links detaches them
+    for (const char* sub : {"a", "b", ""}) fs::remove(root_ / sub, ec);
+  }
+
+  // Puts a cut rule on a cgroup and marks its level in the config, as the agent does.
+  void cut(const fs::path& cgroup, uint32_t flags, uint32_t rule_id = 1, uint64_t expires_ns = 0) {
+    ASSERT_TRUE(program_->resetCounters(rule_id));
+    ASSERT_TRUE(program_->putCut(cgroupId(cgroup), {expires_ns, rule_id, flags}));
+    auto config = program_->config();
+    ASSERT_TRUE(config);
+    config->cut_levels |= 1u << cgroupLevel(cgroup);
+    ASSERT_TRUE(program_->setConfig(*config));
+  }
+
+  apiwarden_rule_counters counters(uint32_t rule_id = 1) {
+    auto c = program_->counters(rule_id);
+    EXPECT_TRUE(c);
+    return c ? *c : apiwarden_rule_counters{};
+  }
+
+  fs::path root_;
+  std::string pins_;
+  std::unique_ptr<EnforceProgram> program_;
+};
+
+TEST_F(Enforce, EgressCutRefusesTheWorkloadsConnectsOnly) {
+  Listener v4(AF_INET), v6(AF_INET6);
+  ASSERT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), 0) << "before the cut";
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), EPERM);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV6, v6.port), EPERM);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4MappedOnV6, v4.port), EPERM);
+  EXPECT_EQ(connectErrno(root_ / "b", Target::kV4, v4.port), 0) << "the sibling is untouched";
+  EXPECT_EQ(connectErrno(root_ / "b", Target::kV6, v6.port), 0);
+  EXPECT_EQ(counters().connects, 3u);
+  ASSERT_TRUE(program_->deleteCut(cgroupId(root_ / "a")));
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), 0) << "restored";
+}
+
+TEST_F(Enforce, CutOnAParentCgroupCoversItsChildren) {
+  Listener v4(AF_INET);
+  cut(root_, APIWARDEN_RULE_EGRESS);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), EPERM);
+  EXPECT_EQ(connectErrno(root_ / "b", Target::kV4, v4.port), EPERM);
+}
+
+TEST_F(Enforce, DestinationCutRefusesThatDestinationOnly) {
+  Listener blocked(AF_INET), other(AF_INET), v6(AF_INET6);
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS | APIWARDEN_RULE_DESTINATIONS);
+  apiwarden_dest_key key{32 + 64 + 128, 0, cgroupId(root_ / "a"), {}};
+  key.addr[10] = key.addr[11] = 0xff;
+  key.addr[12] = 127;
+  key.addr[15] = 1;
+  ASSERT_TRUE(program_->putDestination(key, {blocked.port, 0, 1}));
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, blocked.port), EPERM);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4MappedOnV6, blocked.port), EPERM) << "v4-mapped is the same address";
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, other.port), 0) << "another port";
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV6, v6.port), 0) << "another address";
+  // A /8 for every port.
+  key.prefixlen = 32 + 64 + 96 + 8;
+  key.addr[15] = 0;
+  ASSERT_TRUE(program_->deleteDestination({32 + 64 + 128, 0, cgroupId(root_ / "a"), {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1}}));
+  ASSERT_TRUE(program_->putDestination(key, {0, 0, 1}));
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, other.port), EPERM);
+  EXPECT_EQ(counters().connects, 3u);
+}
+
+TEST_F(Enforce, MonitorModeCountsAndLetsThrough) {
+  Listener v4(AF_INET);
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS | APIWARDEN_RULE_MONITOR);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), 0);
+  EXPECT_EQ(counters().connects, 5u) << "exactly the connects enforce mode would refuse";
+  EXPECT_EQ(connectErrno(root_ / "b", Target::kV4, v4.port), 0);
+  EXPECT_EQ(counters().connects, 5u);
+}
+
+TEST_F(Enforce, ExpiredRuleLetsThroughWithoutTheAgent) {
+  Listener v4(AF_INET);
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS, 1, bootNs() + 300'000'000ULL);
+  program_.reset();  // the agent is gone; the pinned rule still holds
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), EPERM);
+  usleep(400'000);
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), 0) << "the rule expired by itself";
+}
+
+TEST_F(Enforce, TeardownAbortsTheWorkloadsEstablishedConnections) {
+  Listener v4(AF_INET);
+  HeldConnection a(root_ / "a", v4.port), b(root_ / "b", v4.port);
+  ASSERT_TRUE(a.connected());
+  ASSERT_TRUE(b.connected());
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS);
+  ASSERT_TRUE(program_->teardown());
+  EXPECT_EQ(a.readResult(), ECONNABORTED);
+  EXPECT_EQ(b.readResult(), 0) << "the sibling's connection is untouched";
+  EXPECT_EQ(counters().aborted, 1u);
+}
+
+TEST_F(Enforce, IngressCutDropsPacketsToTheWorkload) {
+  // The server is in cgroup a this time; the client (the test process) is outside the subtree.
+  cut(root_ / "a", APIWARDEN_RULE_INGRESS);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(root_ / "a" / "cgroup.procs") << getpid() << std::flush;
+    Listener inside(AF_INET);
+    (void)!write(ready[1], &inside.port, sizeof(inside.port));
+    pollfd p{inside.fd, POLLIN, 0};
+    _exit(poll(&p, 1, 700));  // 0: no connection completed
+  }
+  uint16_t port = 0;
+  ASSERT_EQ(read(ready[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ::close(fd);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the workload never saw the connection";
+  EXPECT_GT(counters().packets, 0u);
+}
+
+TEST_F(Enforce, RestartedProgramTakesOverThePinsWithoutAGap) {
+  Listener v4(AF_INET);
+  cut(root_ / "a", APIWARDEN_RULE_EGRESS);
+  size_t pinned = program_->pinnedObjects();
+  EXPECT_FALSE(program_->adopted());
+  auto second = EnforceProgram::open({root_.string(), pins_});
+  ASSERT_TRUE(second) << second.error().describe();
+  EXPECT_TRUE((*second)->adopted());
+  EXPECT_EQ((*second)->pinnedObjects(), pinned) << "no second attachment, no new pins";
+  program_.reset();
+  EXPECT_EQ(connectErrno(root_ / "a", Target::kV4, v4.port), EPERM) << "the rule map was reused";
+  EXPECT_EQ(connectErrno(root_ / "b", Target::kV4, v4.port), 0);
+  program_ = std::move(*second);
+  EXPECT_EQ(counters().connects, 1u);
+}
+
+TEST_F(Enforce, PinsOfAnotherCgroupAreRefused) {
+  auto other = EnforceProgram::open({(root_ / "b").string(), pins_});
+  ASSERT_FALSE(other);
+  EXPECT_NE(other.error().message().find("attached to cgroup id"), std::string::npos) << other.error().describe();
+}
+
+}  // namespace
