@@ -64,8 +64,8 @@ Result<std::unique_ptr<EnforceProgram>> EnforceProgram::open(const EnforceOption
     return fail(err, "loading the enforcement programs (a pinned map under " + options.pin_dir +
                          "/maps of an incompatible version also fails here); libbpf said:" + recentWarnings());
   }
-  if (auto ready = program->initConfig(); !ready) return std::unexpected(ready.error());
   if (auto attached = program->attach(options.cgroup_dir); !attached) return std::unexpected(attached.error());
+  if (auto ready = program->initConfig(options); !ready) return std::unexpected(ready.error());
   return program;
 }
 
@@ -81,14 +81,17 @@ Result<void> EnforceProgram::pinMaps() {
 }
 
 // The credential hash key is made once per installation and kept with the pinned config.
-Result<void> EnforceProgram::initConfig() {
+Result<void> EnforceProgram::initConfig(const EnforceOptions& options) {
   auto current = config();
   if (!current) return std::unexpected(current.error());
-  if (current->hash_key[0] != 0 || current->hash_key[1] != 0) return {};
   apiwarden_enforce_config fresh = *current;
-  if (getrandom(fresh.hash_key, sizeof(fresh.hash_key), 0) != sizeof(fresh.hash_key)) {
+  if (fresh.hash_key[0] == 0 && fresh.hash_key[1] == 0 &&
+      getrandom(fresh.hash_key, sizeof(fresh.hash_key), 0) != sizeof(fresh.hash_key)) {
     return fail(errno, "reading random bytes for the credential hash key");
   }
+  fs::path relative = fs::path(options.cgroup_dir).lexically_relative(options.cgroup_mount);
+  fresh.root_cgroup = cgroup_id_;
+  fresh.root_level = static_cast<uint32_t>(std::distance(relative.begin(), relative.end()));
   return setConfig(fresh);
 }
 
@@ -102,8 +105,13 @@ Result<void> EnforceProgram::attach(const std::string& cgroup_dir) {
   }
   cgroup_id_ = *id;
 
-  bpf_program* programs[] = {skel_->progs.apiwarden_enforce_connect4, skel_->progs.apiwarden_enforce_connect6,
-                             skel_->progs.apiwarden_enforce_egress, skel_->progs.apiwarden_enforce_ingress,
+  // The sk_msg program first: sockets take the sockhash's programs when they join it.
+  bpf_program* msg = skel_->progs.apiwarden_enforce_msg;
+  bpf_program* programs[] = {msg,
+                             skel_->progs.apiwarden_enforce_connect4,
+                             skel_->progs.apiwarden_enforce_connect6,
+                             skel_->progs.apiwarden_enforce_egress,
+                             skel_->progs.apiwarden_enforce_ingress,
                              skel_->progs.apiwarden_enforce_sockops};
   int adopted = 0;
   Result<void> result;
@@ -116,7 +124,7 @@ Result<void> EnforceProgram::attach(const std::string& cgroup_dir) {
       uint32_t len = sizeof(info);
       if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
         result = fail(errno, "reading pinned link " + path);
-      } else if (info.cgroup.cgroup_id != cgroup_id_) {
+      } else if (info.type == BPF_LINK_TYPE_CGROUP && info.cgroup.cgroup_id != cgroup_id_) {
         result = fail(EEXIST, "pinned link " + path + " is attached to cgroup id " +
                                   std::to_string(info.cgroup.cgroup_id) + ", not to " + cgroup_dir +
                                   " (id " + std::to_string(cgroup_id_) + "): another agent's enforcement, or an "
@@ -136,20 +144,22 @@ Result<void> EnforceProgram::attach(const std::string& cgroup_dir) {
       result = fail(errno, "opening pinned link " + path);
       break;
     }
-    bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
-    if (!link) {
-      result = fail(errno, std::string("attaching ") + bpf_program__name(prog) + " to cgroup " + cgroup_dir +
-                               recentWarnings());
+    int link_fd = prog == msg ? bpf_link_create(bpf_program__fd(prog), bpf_map__fd(skel_->maps.apiwarden_enforce_sockhash),
+                                                BPF_SK_MSG_VERDICT, nullptr)
+                              : bpf_link_create(bpf_program__fd(prog), cgroup_fd, bpf_program__expected_attach_type(prog),
+                                                nullptr);
+    if (link_fd < 0) {
+      result = fail(errno, std::string("attaching ") + bpf_program__name(prog) +
+                               (prog == msg ? " to the sockhash" : " to cgroup " + cgroup_dir) + recentWarnings());
       break;
     }
-    if (bpf_link__pin(link, path.c_str()) != 0) {
+    // The pin keeps it attached after we are gone.
+    if (bpf_obj_pin(link_fd, path.c_str()) != 0) {
       result = fail(errno, "pinning link " + path);
-      bpf_link__destroy(link);
+      ::close(link_fd);
       break;
     }
-    link_fds_.push_back(dup(bpf_link__fd(link)));
-    bpf_link__disconnect(link);  // the pin keeps it attached after we are gone
-    bpf_link__destroy(link);
+    link_fds_.push_back(link_fd);
   }
   ::close(cgroup_fd);
   if (!result) return result;
@@ -277,19 +287,26 @@ Result<void> EnforceProgram::resetCounters(uint32_t rule_id) {
   return {};
 }
 
-Result<void> EnforceProgram::teardown() {
-  bpf_link* link = bpf_program__attach_iter(skel_->progs.apiwarden_enforce_teardown, nullptr);
-  if (!link) return fail(errno, "creating the teardown iterator" + recentWarnings());
+Result<void> EnforceProgram::teardown() { return runIterator(skel_->progs.apiwarden_enforce_teardown, "teardown"); }
+
+Result<void> EnforceProgram::joinSockhash() {
+  return runIterator(skel_->progs.apiwarden_enforce_join_sockhash, "sockhash join");
+}
+
+// Runs an iter/tcp program over every TCP socket once (it prints nothing).
+Result<void> EnforceProgram::runIterator(bpf_program* program, const char* what) {
+  bpf_link* link = bpf_program__attach_iter(program, nullptr);
+  if (!link) return fail(errno, std::string("creating the ") + what + " iterator" + recentWarnings());
   int fd = bpf_iter_create(bpf_link__fd(link));
   Result<void> result;
   if (fd < 0) {
-    result = fail(errno, "starting the teardown iterator");
+    result = fail(errno, std::string("starting the ") + what + " iterator");
   } else {
     char buffer[64];
     ssize_t n;
     while ((n = ::read(fd, buffer, sizeof(buffer))) > 0) {
     }
-    if (n < 0) result = fail(errno, "running the teardown iterator");
+    if (n < 0) result = fail(errno, std::string("running the ") + what + " iterator");
     ::close(fd);
   }
   bpf_link__destroy(link);

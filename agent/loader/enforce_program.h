@@ -16,10 +16,12 @@
 #include <vector>
 
 struct apiwarden_enforce;
+struct bpf_program;
 
 namespace apiwarden::loader {
 
 struct EnforceOptions {
+  std::string cgroup_mount;                    // the cgroup v2 mount
   std::string cgroup_dir;                      // where the programs attach; never the hierarchy's root
   std::string pin_dir = "/sys/fs/bpf/apiwarden";  // maps/ and links/ below it
 };
@@ -51,8 +53,11 @@ class EnforceProgram {
   Result<apiwarden_rule_counters> counters(uint32_t rule_id) const;
   Result<void> resetCounters(uint32_t rule_id);
 
-  // Tears down the established connections the current rules cut (runs the iter/tcp program).
+  // Tears down the established connections the current rules cut (runs an iter/tcp program).
   Result<void> teardown();
+  // Adds the subtree's established client connections to the sockhash whose writes the credential
+  // check sees (new ones join at establishment while credential rules exist).
+  Result<void> joinSockhash();
 
   // The pinned objects this agent owns under pin_dir, for tests and `status`.
   size_t pinnedObjects() const;
@@ -61,7 +66,8 @@ class EnforceProgram {
   EnforceProgram() = default;
   Result<void> pinMaps();
   Result<void> attach(const std::string& cgroup_dir);
-  Result<void> initConfig();
+  Result<void> initConfig(const EnforceOptions& options);
+  Result<void> runIterator(bpf_program* program, const char* what);
 
   apiwarden_enforce* skel_ = nullptr;
   std::string pin_dir_;

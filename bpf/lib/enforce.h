@@ -56,6 +56,14 @@ struct {
 	__type(value, struct enforce_sock);
 } apiwarden_enforce_socks SEC(".maps") __weak;
 
+/* Client sockets whose writes the sk_msg program checks (credential.bpf.c). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} apiwarden_enforce_sockhash SEC(".maps") __weak;
+
 static __always_inline struct apiwarden_enforce_config *enforce__config(void)
 {
 	__u32 zero = 0;
@@ -91,7 +99,7 @@ static __always_inline __u64 enforce__ancestor(enum cgroup_source source, void *
 		return bpf_skb_ancestor_cgroup_id(ctx, level);
 	case CGROUP_STRUCT:
 		cgrp = ctx;
-		if (level > BPF_CORE_READ(cgrp, level))
+		if (level < 0 || level >= APIWARDEN_ENFORCE_MAX_LEVEL || level > BPF_CORE_READ(cgrp, level))
 			return 0;
 		bpf_core_read(&ancestor, sizeof(ancestor), &cgrp->ancestors[level]);
 		return ancestor ? BPF_CORE_READ(ancestor, kn, id) : 0;

@@ -127,10 +127,14 @@ int apiwarden_enforce_ingress(struct __sk_buff *skb)
 	return enforce__packet(skb, APIWARDEN_DIR_INGRESS);
 }
 
-/* Remembers who opened each connection, for the packet and teardown decisions. */
+/*
+ * Remembers who opened each connection, for the packet and teardown decisions; while credential
+ * rules exist, client sockets join the sockhash whose writes credential.bpf.c checks.
+ */
 SEC("sockops")
 int apiwarden_enforce_sockops(struct bpf_sock_ops *skops)
 {
+	struct apiwarden_enforce_config *config;
 	struct enforce_sock *state;
 	struct bpf_sock *sk;
 	__u8 role;
@@ -151,6 +155,12 @@ int apiwarden_enforce_sockops(struct bpf_sock_ops *skops)
 	state = bpf_sk_storage_get(&apiwarden_enforce_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (state)
 		state->role = role;
+	config = enforce__config();
+	if (role == APIWARDEN_ROLE_CLIENT && config && config->cred_rules) {
+		__u64 cookie = bpf_get_socket_cookie(skops);
+
+		bpf_sock_hash_update(skops, &apiwarden_enforce_sockhash, &cookie, BPF_NOEXIST);
+	}
 	return 1;
 }
 

@@ -21,6 +21,7 @@
 #include <functional>
 #include <string>
 
+#include "agent/credentials/token_hash.h"
 #include "agent/loader/enforce_program.h"
 
 namespace {
@@ -184,6 +185,21 @@ struct HeldConnection {
   }
 };
 
+// Connects from the cgroup and writes one request; 0 when the write went through, else its errno.
+int requestFrom(const fs::path& cgroup, uint16_t port, const std::string& request) {
+  return inCgroup(cgroup, [&] {
+    int fd = connectTo(Target::kV4, port);
+    if (fd < 0) return -fd;
+    int result = send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0 ? errno : 0;
+    ::close(fd);
+    return result;
+  });
+}
+
+std::string request(const std::string& credential_header) {
+  return "GET /orders/7 HTTP/1.1\r\nHost: api\r\nUser-Agent: test\r\n" + credential_header + "\r\nAccept: */*\r\n\r\n";
+}
+
 class Enforce : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -193,7 +209,7 @@ class Enforce : public ::testing::Test {
     pins_ = "/sys/fs/bpf/apiwarden-enforce-test-" + tag;
     fs::create_directories(root_ / "a");
     fs::create_directories(root_ / "b");
-    auto program = EnforceProgram::open({root_.string(), pins_});
+    auto program = EnforceProgram::open({kCgroup2.string(), root_.string(), pins_});
     ASSERT_TRUE(program) << program.error().describe();
     program_ = std::move(*program);
   }
@@ -212,6 +228,22 @@ class Enforce : public ::testing::Test {
     auto config = program_->config();
     ASSERT_TRUE(config);
     config->cut_levels |= 1u << cgroupLevel(cgroup);
+    ASSERT_TRUE(program_->setConfig(*config));
+  }
+
+  // Refuses a token (the last word of a header value) in the kernel; owner: bind it instead.
+  void refuse(const std::string& token, uint32_t flags, const fs::path& owner = {}, uint32_t rule_id = 2) {
+    auto config = program_->config();
+    ASSERT_TRUE(config);
+    uint64_t hash = apiwarden::credentials::tokenHash({config->hash_key[0], config->hash_key[1]}, token);
+    apiwarden_cred_rule rule{0, 0, 0, rule_id, flags, 0};
+    if (!owner.empty()) {
+      rule.owner_cgroup = cgroupId(owner);
+      rule.owner_level = static_cast<uint32_t>(cgroupLevel(owner));
+    }
+    ASSERT_TRUE(program_->resetCounters(rule_id));
+    ASSERT_TRUE(program_->putCredential(hash, rule));
+    config->cred_rules++;
     ASSERT_TRUE(program_->setConfig(*config));
   }
 
@@ -333,7 +365,7 @@ TEST_F(Enforce, RestartedProgramTakesOverThePinsWithoutAGap) {
   cut(root_ / "a", APIWARDEN_RULE_EGRESS);
   size_t pinned = program_->pinnedObjects();
   EXPECT_FALSE(program_->adopted());
-  auto second = EnforceProgram::open({root_.string(), pins_});
+  auto second = EnforceProgram::open({kCgroup2.string(), root_.string(), pins_});
   ASSERT_TRUE(second) << second.error().describe();
   EXPECT_TRUE((*second)->adopted());
   EXPECT_EQ((*second)->pinnedObjects(), pinned) << "no second attachment, no new pins";
@@ -345,9 +377,75 @@ TEST_F(Enforce, RestartedProgramTakesOverThePinsWithoutAGap) {
 }
 
 TEST_F(Enforce, PinsOfAnotherCgroupAreRefused) {
-  auto other = EnforceProgram::open({(root_ / "b").string(), pins_});
+  auto other = EnforceProgram::open({kCgroup2.string(), (root_ / "b").string(), pins_});
   ASSERT_FALSE(other);
   EXPECT_NE(other.error().message().find("attached to cgroup id"), std::string::npos) << other.error().describe();
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Enforce, RevokedTokenIsRefusedAtTheSendersWrite) {
+  Listener server(AF_INET);
+  ASSERT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-123")), 0) << "before";
+  refuse("tok-A-123", 0);
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-123")), EACCES);
+  EXPECT_EQ(requestFrom(root_ / "b", server.port, request("Authorization: Bearer tok-A-123")), EACCES);
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("authorization:   bearer   tok-A-123   ")), EACCES)
+      << "case, spacing and trailing blanks do not hide it";
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("X-API-Key: tok-A-123")), EACCES) << "any header";
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-B-456")), 0) << "another token";
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-1234")), 0) << "a longer one";
+  EXPECT_EQ(counters(2).requests, 4u);
+}
+
+TEST_F(Enforce, RevokeReachesConnectionsOpenedBeforeIt) {
+  Listener server(AF_INET);
+  int go[2], done[2];
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(done), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(root_ / "a" / "cgroup.procs") << getpid() << std::flush;
+    int fd = connectTo(Target::kV4, server.port);
+    std::string ok = request("Authorization: Bearer tok-A-123");
+    int first = send(fd, ok.data(), ok.size(), MSG_NOSIGNAL) < 0 ? errno : 0;
+    (void)!write(done[1], &first, sizeof(first));
+    char c;
+    (void)!read(go[0], &c, 1);
+    _exit(send(fd, ok.data(), ok.size(), MSG_NOSIGNAL) < 0 ? errno : 0);
+  }
+  int first = -1;
+  ASSERT_EQ(read(done[0], &first, sizeof(first)), static_cast<ssize_t>(sizeof(first)));
+  EXPECT_EQ(first, 0);
+  refuse("tok-A-123", 0);
+  ASSERT_TRUE(program_->joinSockhash());
+  (void)!write(go[1], "g", 1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), EACCES) << "the keep-alive connection opened before the rule";
+}
+
+TEST_F(Enforce, BoundTokenWorksForItsOwnerOnly) {
+  Listener server(AF_INET);
+  refuse("tok-A-123", APIWARDEN_RULE_BIND, root_ / "a");
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-123")), 0) << "the owner";
+  EXPECT_EQ(requestFrom(root_ / "b", server.port, request("Authorization: Bearer tok-A-123")), EACCES) << "a thief";
+  EXPECT_EQ(requestFrom(root_ / "b", server.port, request("Authorization: Bearer tok-B-456")), 0);
+  EXPECT_EQ(counters(2).requests, 1u);
+}
+
+TEST_F(Enforce, MonitoredTokenIsCountedNotRefused) {
+  Listener server(AF_INET);
+  refuse("tok-A-123", APIWARDEN_RULE_MONITOR);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-123")), 0);
+  }
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-B-456")), 0);
+  EXPECT_EQ(counters(2).requests, 3u) << "exactly the writes enforce mode would refuse";
 }
 
 }  // namespace

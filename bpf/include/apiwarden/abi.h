@@ -167,8 +167,11 @@ struct apiwarden_enforce_config {
 	__u32 cut_levels;  /* bit L: some apiwarden_cuts entry names a cgroup at level L */
 	__u32 cred_rules;  /* entries in apiwarden_cred_rules: 0 skips the request scan */
 	__u64 hash_key[2]; /* key of the credential hash, random per installation */
+	__u64 root_cgroup; /* the cgroup the programs are attached to, and its level */
+	__u32 root_level;
+	__u32 pad;
 };
-APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_enforce_config) == 24, "abi: enforce config size");
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_enforce_config) == 40, "abi: enforce config size");
 
 /* apiwarden_rule_counters, per CPU, one slot per rule id. Counted in both modes: a MONITOR rule's
  * counts are what it would have refused. */
