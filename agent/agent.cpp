@@ -1,9 +1,11 @@
 #include "agent/agent.h"
 
+#include "agent/control/control_server.h"
 #include "agent/credentials/credential.h"
 #include "agent/detect/baseline_store.h"
 #include "agent/detect/config.h"
 #include "agent/detect/engine.h"
+#include "agent/enforce/enforcer.h"
 #include "agent/events/decoder.h"
 #include "agent/export/json_lines.h"
 #include "agent/export/metrics.h"
@@ -73,6 +75,22 @@ std::string nodeName(const AgentOptions& options) {
   return host;
 }
 
+// Passes records on, telling the enforcer which kernel token hash each credential has.
+class CredentialTap final : public records::RecordSink {
+ public:
+  CredentialTap(records::RecordSink& next, enforce::Enforcer& enforcer) : next_(next), enforcer_(enforcer) {}
+  void write(const records::HttpRecord& record) override {
+    if (record.credential.token_hash != 0) enforcer_.noteCredential(record.credential.fingerprint, record.credential.token_hash);
+    next_.write(record);
+  }
+  void write(const records::ConnectionRecord& record) override { next_.write(record); }
+  void flush() override { next_.flush(); }
+
+ private:
+  records::RecordSink& next_;
+  enforce::Enforcer& enforcer_;
+};
+
 // Everything the run loop owns, built in dependency order and torn down in reverse.
 struct Pipeline {
   SystemClock clock;
@@ -91,6 +109,8 @@ struct Pipeline {
   flows::NetworkScope scope;
   std::unique_ptr<credentials::Fingerprinter> fingerprinter;
   std::unique_ptr<credentials::CredentialExtractor> credentials;
+  std::unique_ptr<enforce::Enforcer> enforcer;
+  std::unique_ptr<CredentialTap> tap;  // tells the enforcer the token hash of each credential seen
   std::unique_ptr<flows::ConnectionTracker> tracker;
   std::unique_ptr<events::Decoder> decoder;
   std::unique_ptr<loader::CaptureProgram> capture;
@@ -118,6 +138,7 @@ struct Pipeline {
       s.kube_relists_gone = kube.relists_gone;
       s.kube_errors = kube.errors;
     }
+    if (enforcer) s.enforce = enforcer->stats();
     s.records_written = writer->written();
     s.record_write_errors = writer->writeErrors();
     return s;
@@ -186,6 +207,24 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
   for (const auto& cidr : options.cluster_cidrs) {
     if (auto added = p.scope.addClusterCidr(cidr); !added) return added;
   }
+  if (options.enforce != "off") {
+    enforce::EnforcerOptions enforce_options{options.enforce == "enforce" ? enforce::Mode::kEnforce : enforce::Mode::kMonitor,
+                                             *mount,
+                                             *root,
+                                             options.enforce_pin_dir,
+                                             options.state_dir + "/enforcement.json",
+                                             options.enforce_default_ttl_s};
+    if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return fail(errno, "creating the state dir " + options.state_dir);
+    }
+    if (!p.alerts) logger("enforce")->warn("no --alerts: enforcement audit records go to this log only");
+    auto enforcer = enforce::Enforcer::open(enforce_options, *p.workloads, p.alerts.get(), p.clock);
+    if (!enforcer) return std::unexpected(std::move(enforcer.error()).context("starting enforcement"));
+    p.enforcer = std::move(*enforcer);
+    p.credentials->setTokenHashKey(p.enforcer->tokenHashKey());
+    p.tap = std::make_unique<CredentialTap>(*p.head, *p.enforcer);
+    p.head = p.tap.get();
+  }
   p.tracker = std::make_unique<flows::ConnectionTracker>(*p.head, *p.credentials, *p.workloads, p.scope, p.wall);
   p.decoder = std::make_unique<events::Decoder>(*p.tracker);
 
@@ -240,11 +279,26 @@ Result<void> runAgent(const AgentOptions& options) {
   every(stats_timer, std::chrono::milliseconds(options.stats_interval_ms), [&] {
     if (++stats_ticks % 60 == 0) pipeline.saveBaseline();
     pipeline.tracker->sweep(pipeline.clock.monotonicNs());
+    if (pipeline.enforcer) pipeline.enforcer->tick();
     if (auto* tls = pipeline.capture->tls()) tls->scan();
     pipeline.metrics.update(pipeline.snapshot());
   });
 
+  std::unique_ptr<control::ControlServer> control;
+  if (pipeline.enforcer) {
+    auto server = control::ControlServer::open(
+        io, {options.control_socket, options.control_group},
+        [&pipeline](const nlohmann::json& request, const control::Peer& peer) {
+          return pipeline.enforcer->handle(request, peer.user + " (uid " + std::to_string(peer.uid) + ", pid " +
+                                                        std::to_string(peer.pid) + ")");
+        });
+    if (!server) return std::unexpected(std::move(server.error()).context("opening the control socket"));
+    control = std::move(*server);
+    log->info("control socket {}", options.control_socket);
+  }
+
   io.run();
+  control.reset();
 
   // Drain what the kernel wrote before we stop listening, then detach (Pipeline's destructor).
   ring_buffer__consume(pipeline.ring);

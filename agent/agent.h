@@ -26,6 +26,11 @@ struct AgentOptions {
   std::string detect_config;         // credential owners and suppressions (YAML); empty: none
   detect::DetectOptions detect;
   bool tls_plaintext = true;        // read HTTPS in plaintext through OpenSSL uprobes
+  std::string enforce = "off";      // "off", "monitor" or "enforce"
+  std::string enforce_pin_dir = "/sys/fs/bpf/apiwarden";
+  uint64_t enforce_default_ttl_s = 3600;
+  std::string control_socket = "/run/apiwarden/control.sock";
+  std::string control_group;        // a group allowed to use the control socket besides root
   uint32_t ringbuf_mib = 32;
   uint32_t drain_interval_us = 1000;
   uint32_t flush_interval_ms = 50;

@@ -46,6 +46,20 @@ int main(int argc, char** argv) {
   app.add_flag("--tls-plaintext,!--no-tls-plaintext", options.tls_plaintext,
                "read HTTPS in plaintext through uprobes on OpenSSL's SSL_write/SSL_read")
       ->capture_default_str();
+  app.add_option("--enforce", options.enforce,
+                 "cut workloads and refuse credentials in the kernel: off, monitor (count what would be refused) or "
+                 "enforce; needs --cgroup-root below the hierarchy's root")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"off", "monitor", "enforce"}));
+  app.add_option("--enforce-pin-dir", options.enforce_pin_dir, "bpffs directory for the enforcement maps and links")
+      ->capture_default_str();
+  app.add_option("--enforce-default-ttl", options.enforce_default_ttl_s,
+                 "seconds an enforcement rule lasts when apiwardenctl gives no --ttl (--permanent for none)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10} * 365 * 86400));
+  app.add_option("--control-socket", options.control_socket, "Unix socket apiwardenctl talks to")
+      ->capture_default_str();
+  app.add_option("--control-group", options.control_group, "a group whose members may use the control socket");
   app.add_option("--ringbuf-mib", options.ringbuf_mib, "ring buffer size in MiB (power of two)")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1024u));

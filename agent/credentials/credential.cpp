@@ -1,5 +1,6 @@
 #include "agent/credentials/credential.h"
 
+#include "agent/credentials/token_hash.h"
 #include "apiwarden/common/base64.h"
 
 #include <nlohmann/json.hpp>
@@ -137,6 +138,7 @@ std::optional<Credential> CredentialExtractor::fromHeader(const http::Credential
   c.source = "header:" + lower(header.name);
   std::string_view value = trim(header.value);
   if (header.scheme == http::CredentialScheme::kCookie) return fromCookie(value);
+  if (token_hash_key_) c.token_hash = tokenHash(*token_hash_key_, value);
   if (header.scheme == http::CredentialScheme::kApiKey && !iequals(header.name, "authorization") &&
       !iequals(header.name, "proxy-authorization")) {
     c.scheme = Scheme::kApiKey;

@@ -6,6 +6,7 @@
 #include "agent/credentials/fingerprint.h"
 #include "agent/protocols/http/parser.h"
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -28,11 +29,14 @@ struct Credential {
   std::string source;       // "header:authorization", "query:api_key", "cookie:sessionid"
   std::string basic_user;   // Basic auth user name (never the password)
   std::optional<JwtClaims> jwt;
+  uint64_t token_hash = 0;  // the kernel's keyed hash of a header token (token_hash.h); 0: none. Never written out
 };
 
 class CredentialExtractor {
  public:
   explicit CredentialExtractor(const Fingerprinter& fingerprinter) : fingerprinter_(fingerprinter) {}
+  // With enforcement on: header credentials also get the kernel's token hash under this key.
+  void setTokenHashKey(const std::array<uint64_t, 2>& key) { token_hash_key_ = key; }
 
   // The strongest credential of a request: Authorization, then API-key headers, then
   // Proxy-Authorization, then a credential query parameter, then a session cookie.
@@ -46,6 +50,7 @@ class CredentialExtractor {
   std::optional<Credential> fromCookie(std::string_view cookie) const;
 
   const Fingerprinter& fingerprinter_;
+  std::optional<std::array<uint64_t, 2>> token_hash_key_;
 };
 
 // Query parameters that carry secrets (api_key, access_token, token, ...), case-insensitive.

@@ -207,6 +207,7 @@ int main(int argc, char** argv) {
 
   auto* restore = app.add_subcommand("restore", "remove a rule");
   restore->add_option("id", rule_id, "the rule's id, as list shows it (e.g. r7)")->required();
+  restore->add_option("--by", flags.actor, "who asks (default: $SUDO_USER, $USER, uid)");
   app.add_subcommand("list", "show the rules in force");
   app.add_subcommand("status", "show the enforcement engine's state");
 
@@ -230,6 +231,7 @@ int main(int argc, char** argv) {
     request["workload"] = workload;
   } else if (op == "restore") {
     request["id"] = rule_id;
+    request["actor"] = flags.actor.empty() ? defaultActor() : flags.actor;
   }
   if (op == "cut" || op == "revoke" || op == "bind") {
     if (auto added = addRuleFields(request, flags); !added) {

@@ -147,6 +147,29 @@ AgentMetrics::AgentMetrics(size_t max_workloads)
   }
   mirrors_.emplace_back(alerts.Add({{"detector", "suppressed"}}));
 
+  auto& refused = BuildCounter()
+                      .Name("apiwarden_enforcement_refused_total")
+                      .Help("What enforcement rules refused (mode=enforce) or would have refused (mode=monitor): "
+                            "connects, dropped packets, aborted connections, requests carrying a refused credential")
+                      .Register(*registry_);
+  for (auto mode : {enforce::Mode::kMonitor, enforce::Mode::kEnforce}) {
+    for (size_t kind = 0; kind < enforce::kRefusalCount; ++kind) {
+      mirrors_.emplace_back(refused.Add({{"mode", std::string(enforce::toString(mode))},
+                                         {"kind", std::string(enforce::toString(static_cast<enforce::Refusal>(kind)))}}));
+    }
+  }
+  auto& control = BuildCounter()
+                      .Name("apiwarden_control_requests_total")
+                      .Help("apiwardenctl requests, by result")
+                      .Register(*registry_);
+  mirrors_.emplace_back(control.Add({{"result", "ok"}}));
+  mirrors_.emplace_back(control.Add({{"result", "error"}}));
+  enforcement_rules_ = &BuildGauge()
+                            .Name("apiwarden_enforcement_rules")
+                            .Help("Enforcement rules in force (cut, revoke, bind)")
+                            .Register(*registry_)
+                            .Add({});
+
   tls_libraries_ = &BuildGauge()
                         .Name("apiwarden_tls_libraries_probed")
                         .Help("TLS library files (libssl) with plaintext uprobes attached")
@@ -209,6 +232,12 @@ void AgentMetrics::update(const PipelineSnapshot& s) {
   }
   for (uint64_t count : s.detect.by_detector) mirrors_[i++].set(count);
   mirrors_[i++].set(s.detect.suppressed);
+  for (const auto& by_kind : s.enforce.refused) {
+    for (uint64_t count : by_kind) mirrors_[i++].set(count);
+  }
+  mirrors_[i++].set(s.enforce.control_requests - s.enforce.control_errors);
+  mirrors_[i++].set(s.enforce.control_errors);
+  enforcement_rules_->Set(static_cast<double>(s.enforce.rules));
   tls_libraries_->Set(static_cast<double>(s.tls_libraries));
   connections_tracked_->Set(static_cast<double>(s.connections_tracked));
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "agent/detect/engine.h"
+#include "agent/enforce/enforcer.h"
 #include "agent/events/decoder.h"
 #include "agent/export/record.h"
 #include "agent/flows/connection.h"
@@ -57,6 +58,7 @@ struct PipelineSnapshot {
   identity::WorkloadResolverStats workloads;
   uint64_t kube_lists = 0, kube_watches = 0, kube_events = 0, kube_relists_gone = 0, kube_errors = 0;
   detect::DetectStats detect;  // zeros when detection is off
+  enforce::EnforcerStats enforce;  // zeros when enforcement is off
 };
 
 class AgentMetrics {
@@ -83,6 +85,7 @@ class AgentMetrics {
   std::vector<CounterMirror> mirrors_;  // in the order update() fills them
   prometheus::Gauge* connections_tracked_ = nullptr;
   prometheus::Gauge* tls_libraries_ = nullptr;
+  prometheus::Gauge* enforcement_rules_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   prometheus::Counter* workload_overflow_ = nullptr;
   std::unordered_map<uint64_t, std::unique_ptr<WorkloadSeries>> series_;  // (cgroup id, direction)

@@ -1,0 +1,237 @@
+"""Enforcement end to end: the real agent with --enforce, apiwardenctl over its control socket,
+nginx serving two sibling client workloads (Python http.client loops, tests/integration/
+enforce_client.py). Pins live under a bpffs directory of the test's own, removed at the end."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+
+from harness import BUILD, IntegrationTest, free_port, wait_for
+
+CTL = os.path.join(BUILD, "bin", "apiwardenctl")
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforce_client.py")
+
+
+class EnforceTest(IntegrationTest):
+    def setUp(self):
+        super().setUp()
+        self.pins = f"/sys/fs/bpf/apiwarden-it-{os.getpid()}-{IntegrationTest._counter}"
+        self.socket = os.path.join(self.workdir, "control.sock")
+        self.alerts_path = os.path.join(self.workdir, "alerts.jsonl")
+        self.addCleanup(lambda: shutil.rmtree(self.pins, ignore_errors=True))  # runs after the agent stops
+        self.api = self.root.child("api")
+        self.a = self.root.child("a")
+        self.b = self.root.child("b")
+        self.port = free_port()
+        self.start_nginx(self.api, self.port)
+
+    def start(self, mode="enforce", *extra):
+        agent = self.start_agent("--enforce", mode, "--enforce-pin-dir", self.pins, "--control-socket", self.socket,
+                                 "--alerts", self.alerts_path, "--learning-period", "3600", *extra)
+        wait_for(lambda: "control socket" in agent.log_text() or agent.proc.poll() is not None, timeout=20,
+                 what="the control socket")
+        if agent.proc.poll() is not None:
+            raise AssertionError(f"agent exited:\n{agent.log_text()}")
+        return agent
+
+    def ctl(self, *args, check=True):
+        p = subprocess.run([CTL, "--socket", self.socket, "--json", *args], capture_output=True, text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise AssertionError(f"apiwardenctl {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}")
+        return json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
+
+    def client(self, cgroup, *args):
+        return self.spawn(["python3", CLIENT, "--port", str(self.port), *args], cgroup, stdout=subprocess.PIPE)
+
+    @staticmethod
+    def finish(proc):
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        return json.loads(out)
+
+    def alerts(self):
+        if not os.path.exists(self.alerts_path):
+            return []
+        with open(self.alerts_path) as f:
+            return [json.loads(line) for line in f if line.endswith("\n")]
+
+    def cgroup_name(self, cgroup):
+        return "cgroup:" + cgroup.path[len(os.path.dirname(self.root.path)):]
+
+    def pinned(self):
+        return sorted(os.listdir(os.path.join(self.pins, "maps")) + os.listdir(os.path.join(self.pins, "links")))
+
+    def attached(self):
+        out = subprocess.run(["bpftool", "cgroup", "show", self.root.path], capture_output=True, text=True).stdout
+        return len([line for line in out.splitlines() if "apiwarden_enfor" in line])
+
+
+class CutTest(EnforceTest):
+    def test_cut_one_sibling_the_other_keeps_working(self):
+        self.start()
+        a = self.client(self.a)
+        b = self.client(self.b)
+        time.sleep(1.0)
+        answer = self.ctl("cut", self.cgroup_name(self.a), "--reason", "incident 42", "--by", "alice")
+        self.assertTrue(answer["ok"], answer)
+        rule = answer["rule"]
+        self.assertEqual((rule["action"], rule["mode"], rule["direction"]), ("cut", "enforce", "egress"))
+        cut_at = time.time()
+        time.sleep(1.5)
+        # A new connect from a is refused at once with EPERM.
+        probe = self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1"], self.a)
+        self.assertEqual(json.loads(probe)["errors"], {"EPERM": 1})
+        restored = self.ctl("restore", rule["id"], "--by", "bob")
+        self.assertTrue(restored["ok"], restored)
+        time.sleep(1.0)
+        ra, rb = self.finish(a), self.finish(b)
+
+        self.assertGreater(ra["ok"], 50)
+        self.assertIsNotNone(ra["first_failure"])
+        self.assertLess(ra["first_failure"] - cut_at, 0.5, "the keep-alive connection was torn down at once")
+        self.assertIn("EPERM", ra["errors"], ra)
+        self.assertTrue(set(ra["errors"]) <= {"EPERM", "ECONNABORTED", "ECONNRESET", "RemoteDisconnected",
+                                              "BrokenPipeError", "ConnectionAbortedError"}, ra)
+        self.assertGreater(ra["last_ok"], ra["last_failure"], "restore gave access back")
+        self.assertEqual(rb["failed"], 0, rb)
+        self.assertGreater(rb["ok"], 100)
+
+        audit = [r for r in self.alerts() if r.get("type") == "audit"]
+        self.assertEqual([(r["event"], r["rule"]["id"]) for r in audit], [("cut", rule["id"]), ("restore", rule["id"])])
+        self.assertTrue(audit[0]["actor"].startswith("alice (root (uid 0"), audit[0]["actor"])
+        self.assertEqual(audit[0]["rule"]["reason"], "incident 42")
+        self.assertTrue(audit[1]["actor"].startswith("bob"), audit[1])
+        blocked = [r for r in self.alerts() if r.get("detector") == "enforcement_blocked"]
+        self.assertTrue(blocked and blocked[0]["evidence"]["rule"] == rule["id"], self.alerts())
+        self.assertEqual(self.ctl("list")["rules"], [])
+        metrics = self.agent.metrics()
+        self.assertRegex(metrics, r'apiwarden_enforcement_refused_total\{kind="connect",mode="enforce"\} [1-9]')
+        self.assertRegex(metrics, r'apiwarden_enforcement_refused_total\{kind="abort",mode="enforce"\} [1-9]')
+
+    def test_ttl_expiry_restores_access_by_itself(self):
+        self.start()
+        rule = self.ctl("cut", self.cgroup_name(self.a), "--ttl", "2s")["rule"]
+        self.assertIsNotNone(rule["expires"])
+        a = self.client(self.a, "--new-connection")
+        time.sleep(1.0)
+        self.assertGreater(self.finish(a)["failed"], 0)
+        wait_for(lambda: any(r.get("event") == "expired" for r in self.alerts()), timeout=5, what="expired audit")
+        result = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "5"], self.a))
+        self.assertEqual(result["ok"], 5, result)
+        self.assertEqual(self.ctl("list")["rules"], [])
+
+    def test_dry_run_drops_nothing_and_counts_what_it_would_refuse(self):
+        self.start()
+        rule = self.ctl("cut", self.cgroup_name(self.a), "--dry-run")["rule"]
+        self.assertEqual(rule["mode"], "monitor")
+        result = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "40",
+                                          "--new-connection", "--interval", "0"], self.a))
+        self.assertEqual((result["ok"], result["failed"]), (40, 0))
+        listed = self.ctl("list")["rules"]
+        self.assertEqual(listed[0]["counters"]["connects"], 40, listed)
+        self.assertEqual(listed[0]["counters"]["packets"], 0 + listed[0]["counters"]["packets"])
+        wait_for(lambda: any(r.get("detector") == "enforcement_would_block" for r in self.alerts()), timeout=5,
+                 what="would-block alert")
+
+    def test_clear_errors(self):
+        self.start()
+        cases = [
+            (["cut", "pod:default/nope"], "unknown workload"),
+            (["cut", "cgroup:/no/such/cgroup"], "no such cgroup"),
+            (["cut", self.cgroup_name(self.a), "--to", "10.0.0.0/33"], "prefix length"),
+            (["revoke", "not-a-fingerprint"], "malformed fingerprint"),
+            (["revoke", "0" * 32], "has not been seen"),
+            (["restore", "r999"], "unknown rule id"),
+        ]
+        for args, message in cases:
+            answer = self.ctl(*args, check=False)
+            self.assertFalse(answer["ok"], args)
+            self.assertIn(message, answer["error"], args)
+        self.ctl("cut", self.cgroup_name(self.a))
+        answer = self.ctl("cut", self.cgroup_name(self.a), check=False)
+        self.assertIn("conflicting rule", answer["error"])
+        # The socket is root's: another user is refused by the agent.
+        p = subprocess.run([CTL, "--socket", self.socket, "status"], capture_output=True, text=True,
+                           user=65534, group=65534)
+        self.assertNotEqual(p.returncode, 0)
+
+
+class CredentialTest(EnforceTest):
+    def fingerprint(self, cgroup, token):
+        self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1", "--token", token], cgroup)
+        records = self.agent.wait_records(
+            lambda r: r["type"] == "http" and r["direction"] == "client" and r["workload"]["cgroup_id"] == cgroup.id
+            and r.get("credential", {}).get("scheme") == "bearer", 1, what="a record with the token")
+        return records[-1]["credential"]["fingerprint"]
+
+    def run_count(self, cgroup, token, count=10):
+        return json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", str(count),
+                                       "--token", token, "--interval", "0"], cgroup))
+
+    def test_revoke_refuses_the_token_everywhere_and_nothing_else(self):
+        self.start()
+        stolen = self.fingerprint(self.a, "tok-shared-0001")
+        answer = self.ctl("revoke", stolen, "--reason", "leaked in a CI log")
+        self.assertTrue(answer["ok"], answer)
+        ra, rb = self.run_count(self.a, "tok-shared-0001"), self.run_count(self.b, "tok-shared-0001")
+        other = self.run_count(self.a, "tok-a-own-0002")
+        self.assertEqual((ra["ok"], ra["failed"]), (0, 10), ra)
+        self.assertEqual((rb["ok"], rb["failed"]), (0, 10), rb)
+        self.assertEqual(set(ra["errors"]), {"EACCES"}, ra)
+        self.assertEqual((other["ok"], other["failed"]), (10, 0), other)
+        listed = self.ctl("list")["rules"]
+        self.assertEqual(listed[0]["counters"]["requests"], 20, listed)
+
+    def test_bind_keeps_the_owner_working_and_refuses_the_thief(self):
+        self.start()
+        fingerprint = self.fingerprint(self.a, "tok-billing-0003")
+        self.assertTrue(self.ctl("bind", fingerprint, self.cgroup_name(self.a))["ok"])
+        owner, thief = self.run_count(self.a, "tok-billing-0003"), self.run_count(self.b, "tok-billing-0003")
+        self.assertEqual((owner["ok"], owner["failed"]), (10, 0), owner)
+        self.assertEqual((thief["ok"], thief["failed"]), (0, 10), thief)
+        wait_for(lambda: [r for r in self.alerts() if r.get("detector") == "enforcement_blocked"
+                          and r["evidence"]["total"]["requests"] == 10], timeout=5, what="the thief's alert")
+
+    def test_monitor_mode_counts_exactly_what_enforce_would_refuse(self):
+        self.start("monitor")
+        fingerprint = self.fingerprint(self.a, "tok-watch-0004")
+        rule = self.ctl("revoke", fingerprint)["rule"]
+        self.assertEqual(rule["mode"], "monitor")
+        watched, other = self.run_count(self.b, "tok-watch-0004", 25), self.run_count(self.b, "tok-other-0005", 5)
+        self.assertEqual((watched["ok"], other["ok"]), (25, 5))
+        self.assertEqual(self.ctl("list")["rules"][0]["counters"]["requests"], 25)
+
+
+class RestartTest(EnforceTest):
+    def test_kill_and_restart_twenty_times(self):
+        self.start()
+        self.ctl("cut", self.cgroup_name(self.a), "--permanent", "--reason", "restart test")
+        blocked = self.client(self.a, "--new-connection", "--interval", "0.002")
+        allowed = self.client(self.b, "--interval", "0.002")
+        pinned, attached = self.pinned(), self.attached()
+        self.assertEqual(attached, 5)
+        rng = random.Random(5)
+        for cycle in range(20):
+            time.sleep(rng.uniform(0.0, 0.4))
+            self.agent.proc.send_signal(signal.SIGKILL)
+            self.agent.proc.wait()
+            self.agent.log.close()
+            time.sleep(rng.uniform(0.0, 0.2))
+            self.start()
+            self.assertEqual(self.pinned(), pinned, f"cycle {cycle}")
+            self.assertEqual(self.attached(), attached, f"cycle {cycle}: no double attach")
+        time.sleep(0.5)
+        rules = self.ctl("list")["rules"]
+        self.assertEqual([r["reason"] for r in rules], ["restart test"])
+        rb, ra = self.finish(allowed), self.finish(blocked)
+        self.assertEqual(ra["ok"], 0, ra)
+        self.assertGreater(ra["failed"], 100)
+        self.assertGreaterEqual(rb["ok"] / (rb["ok"] + rb["failed"]), 0.999, rb)
+
+
+if __name__ == "__main__":
+    unittest.main()
