@@ -443,6 +443,7 @@ void Enforcer::remove(uint32_t slot, const std::string& event, const std::string
 void Enforcer::tick() {
   uint64_t now = clock_.realtimeNs();
   std::vector<uint32_t> expired;
+  bool refused_requests = false;
   for (auto& [slot, rule] : rules_) {
     if (rule.expires_ns != 0 && rule.expires_ns <= now) {
       expired.push_back(slot);
@@ -456,6 +457,7 @@ void Enforcer::tick() {
                                   counters->requests - rule.reported.requests};
     if (delta.connects + delta.packets + delta.aborted + delta.requests == 0) continue;
     rule.reported = *counters;
+    refused_requests |= delta.requests > 0 && rule.mode == Mode::kEnforce;
     auto& totals = stats_.refused[static_cast<size_t>(rule.mode)];
     totals[static_cast<size_t>(Refusal::kConnect)] += delta.connects;
     totals[static_cast<size_t>(Refusal::kPacket)] += delta.packets;
@@ -480,6 +482,10 @@ void Enforcer::tick() {
     audit_->raise(alert);
   }
   for (uint32_t slot : expired) remove(slot, "expired", "apiwarden-agent (ttl)");
+  // Server connections that received a refused credential are held mute by the kernel: reset them.
+  if (refused_requests) {
+    if (auto torn = program_->teardown(); !torn) logger("enforce")->warn("{}", torn.error().describe());
+  }
 }
 
 void Enforcer::noteCredential(const std::string& fingerprint, uint64_t token_hash) {

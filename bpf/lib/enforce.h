@@ -44,9 +44,17 @@ struct {
 	__type(value, struct apiwarden_rule_counters);
 } apiwarden_rule_counters SEC(".maps") __weak;
 
-/* Who opened a socket, from sock_ops: connections predating the programs have none. */
+/* Who opened a socket, from sock_ops: connections predating the programs have none. For server
+ * sockets while credential rules exist, the receiving-side scan's state between segments. */
 struct enforce_sock {
-	__u8 role; /* enum apiwarden_role */
+	__u64 hash;     /* scan state: the current word's hash */
+	__u32 word_len; /* scan state: its length */
+	__u8 role;      /* enum apiwarden_role */
+	__u8 refused;   /* a refused credential arrived: drop the rest, the agent resets it */
+	__u8 scanning;  /* inside a request head that continues in the next segment */
+	__u8 state;     /* scan state: enum scan_state */
+	__u8 in_space;  /* scan state */
+	__u8 pad[7];
 };
 
 struct {

@@ -8,127 +8,19 @@
  * tokens it sees and installs it; the kernel never holds a token. Client sockets join the
  * sockhash at establishment (enforce.bpf.c's sock_ops) while credential rules exist.
  */
-#include "../lib/enforce.h"
+#include "../lib/credential_scan.h"
 
 #define SK_DROP 0
-#define SCAN_MAX 8192 /* bytes of one write examined: a request head */
-
-struct scan_buffer {
-	__u8 bytes[SCAN_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scan_buffer);
-} apiwarden_scan_buffers SEC(".maps") __weak;
-
-enum scan_state {
-	SCAN_LINE_START, /* at the first byte of a line */
-	SCAN_NAME,       /* in a header name (or the request line) */
-	SCAN_VALUE,      /* after the colon */
-	SCAN_CR,         /* a CR at a line start: the head ends at the LF */
-};
-
-struct scan {
-	__u64 key0, key1;
-	__u64 hash;       /* of the current word */
-	__u32 len;        /* bytes to scan */
-	__u32 word_len;   /* bytes in the current word */
-	__u8 state;       /* enum scan_state */
-	__u8 in_space;    /* the last byte was a space or tab: the next byte starts a word */
-	struct apiwarden_cred_rule *found;
-};
-
-/* Whether the current task may present a credential bound to rule's owner. */
-static __always_inline bool scan__allowed(const struct apiwarden_cred_rule *rule)
-{
-	if (!(rule->flags & APIWARDEN_RULE_BIND))
-		return false;
-	return bpf_get_current_ancestor_cgroup_id(rule->owner_level & (APIWARDEN_ENFORCE_MAX_LEVEL - 1)) ==
-	       rule->owner_cgroup;
-}
-
-/* At the end of a header line: is its value's last word a refused credential? */
-static __always_inline bool scan__line_end(struct scan *s)
-{
-	struct apiwarden_cred_rule *rule;
-	__u64 hash;
-
-	if (s->state != SCAN_VALUE || s->word_len == 0)
-		return false;
-	hash = apiwarden_cred_hash_finish(s->hash, s->key1);
-	rule = bpf_map_lookup_elem(&apiwarden_cred_rules, &hash);
-	if (!rule || !enforce__live(rule->expires_ns) || scan__allowed(rule))
-		return false;
-	s->found = rule;
-	return true;
-}
-
-static long scan__byte(__u64 index, void *ctx)
-{
-	struct scan *s = ctx;
-	struct scan_buffer *buffer;
-	__u32 zero = 0;
-	__u8 c;
-
-	if (index >= s->len || index >= SCAN_MAX)
-		return 1;
-	buffer = bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
-	if (!buffer)
-		return 1;
-	c = buffer->bytes[index & (SCAN_MAX - 1)];
-
-	if (c == '\n') {
-		if (s->state == SCAN_CR)
-			return 1; /* the blank line: end of the head */
-		if (scan__line_end(s))
-			return 1;
-		s->state = SCAN_LINE_START;
-		return 0;
-	}
-	switch (s->state) {
-	case SCAN_LINE_START:
-		s->state = c == '\r' ? SCAN_CR : SCAN_NAME;
-		return 0;
-	case SCAN_CR:
-		s->state = SCAN_NAME;
-		return 0;
-	case SCAN_NAME:
-		if (c == ':') {
-			s->state = SCAN_VALUE;
-			s->word_len = 0;
-			s->in_space = 1;
-		}
-		return 0;
-	}
-	/* SCAN_VALUE */
-	if (c == '\r')
-		return 0; /* the LF that follows ends the line */
-	if (c == ' ' || c == '\t') {
-		s->in_space = 1;
-		return 0;
-	}
-	if (s->in_space) {
-		s->hash = s->key0;
-		s->word_len = 0;
-		s->in_space = 0;
-	}
-	s->hash = apiwarden_cred_hash_step(s->hash, c);
-	s->word_len++;
-	return 0;
-}
 
 SEC("sk_msg")
 int apiwarden_enforce_msg(struct sk_msg_md *msg)
 {
 	struct apiwarden_enforce_config *config = enforce__config();
 	struct apiwarden_rule_counters *counters;
+	struct apiwarden_cred_rule *rule;
 	struct scan_buffer *buffer;
-	struct scan s = {};
-	__u32 zero = 0, len;
-	void *data;
+	struct scan s;
+	__u32 len;
 
 	if (!config || !config->cred_rules)
 		return SK_PASS;
@@ -137,23 +29,19 @@ int apiwarden_enforce_msg(struct sk_msg_md *msg)
 		len = SCAN_MAX;
 	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) != 0)
 		return SK_PASS;
-	data = (void *)(long)msg->data; /* linear for len bytes after the pull */
-	buffer = bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
-	if (!buffer || len == 0 || len > SCAN_MAX)
+	buffer = credential_scan_buffer();
+	/* msg->data is linear for len bytes after the pull. */
+	if (!buffer || bpf_probe_read_kernel(buffer->bytes, len, (void *)(long)msg->data) != 0)
 		return SK_PASS;
-	if (bpf_probe_read_kernel(buffer->bytes, len, data) != 0)
+	credential_scan_init(&s, config, false);
+	credential_scan(&s, len);
+	rule = s.found;
+	if (!rule)
 		return SK_PASS;
-
-	s.key0 = config->hash_key[0];
-	s.key1 = config->hash_key[1];
-	s.len = len;
-	bpf_loop(len, scan__byte, &s, 0);
-	if (!s.found)
-		return SK_PASS;
-	counters = enforce__counters(s.found->rule_id);
+	counters = enforce__counters(rule->rule_id);
 	if (counters)
 		counters->requests++;
-	return s.found->flags & APIWARDEN_RULE_MONITOR ? SK_PASS : SK_DROP;
+	return rule->flags & APIWARDEN_RULE_MONITOR ? SK_PASS : SK_DROP;
 }
 
 /*

@@ -6,7 +6,7 @@
  *  - iter/tcp tears down its established connections, run by the agent after each cut.
  * The agent attaches these below the cgroup hierarchy's root only.
  */
-#include "../lib/enforce.h"
+#include "../lib/credential_scan.h"
 #include "../lib/packet.h"
 
 #define SK_DROP 0
@@ -121,10 +121,122 @@ int apiwarden_enforce_egress(struct __sk_buff *skb)
 	return enforce__packet(skb, APIWARDEN_DIR_EGRESS);
 }
 
+/* Whether a segment starts like a request line: an upper-case method and a space. */
+static __always_inline bool enforce__request_start(const __u8 *bytes, __u32 len)
+{
+	if (len < 4 || bytes[0] < 'A' || bytes[0] > 'Z')
+		return false;
+	for (int i = 1; i < 8 && i < len; i++) {
+		if (bytes[i] == ' ')
+			return true;
+		if (bytes[i] < 'A' || bytes[i] > 'Z')
+			return false;
+	}
+	return false;
+}
+
+/*
+ * The receiving side of the credential check, for requests from senders apiwarden does not see
+ * (other nodes): a request head reaching a server socket of the subtree with a revoked
+ * credential is dropped before the server can read it, and so is the rest of that connection;
+ * the agent resets it (teardown) at its next tick. Heads continue across segments: the scan's
+ * state is kept with the socket. Bind rules are not checked here (the sender is unknown).
+ */
+/*
+ * Whether the sender is a client socket of this node's subtree: its writes were checked at the
+ * sender (sk_msg), so the receiving side leaves them alone (and counts nothing twice).
+ */
+static __always_inline bool enforce__checked_at_sender(struct __sk_buff *skb, const struct packet_info *pi)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct enforce_sock *peer_state;
+	struct bpf_sock *peer;
+	__u32 size;
+
+	if (pi->family == AF_INET) {
+		__builtin_memcpy(&tuple.ipv4.saddr, pi->daddr + 12, 4);
+		__builtin_memcpy(&tuple.ipv4.daddr, pi->saddr + 12, 4);
+		tuple.ipv4.sport = bpf_htons(pi->dport);
+		tuple.ipv4.dport = bpf_htons(pi->sport);
+		size = sizeof(tuple.ipv4);
+	} else {
+		__builtin_memcpy(tuple.ipv6.saddr, pi->daddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, pi->saddr, 16);
+		tuple.ipv6.sport = bpf_htons(pi->dport);
+		tuple.ipv6.dport = bpf_htons(pi->sport);
+		size = sizeof(tuple.ipv6);
+	}
+	peer = bpf_sk_lookup_tcp(skb, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!peer)
+		return false;
+	peer_state = bpf_sk_storage_get(&apiwarden_enforce_socks, peer, 0, 0);
+	bool checked = peer_state && peer_state->role == APIWARDEN_ROLE_CLIENT;
+	bpf_sk_release(peer);
+	return checked;
+}
+
+static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
+{
+	struct apiwarden_enforce_config *config = enforce__config();
+	struct apiwarden_rule_counters *counters;
+	struct packet_info pi = {};
+	struct scan_buffer *buffer;
+	struct enforce_sock *state;
+	struct bpf_sock *sk;
+	struct scan s;
+	__u32 len;
+
+	if (!config || !config->cred_rules)
+		return 1;
+	sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	state = bpf_sk_storage_get(&apiwarden_enforce_socks, sk, 0, 0);
+	if (!state || state->role != APIWARDEN_ROLE_SERVER)
+		return 1;
+	if (state->refused)
+		return SK_DROP;
+	if (packet__parse(skb, &pi) != PACKET_TCP || pi.payload_len == 0)
+		return 1;
+	len = pi.payload_len < SCAN_MAX ? pi.payload_len : SCAN_MAX;
+	buffer = credential_scan_buffer();
+	if (!buffer || bpf_skb_load_bytes(skb, pi.payload_off, buffer->bytes, len) != 0)
+		return 1;
+	credential_scan_init(&s, config, true);
+	if (state->scanning) {
+		s.hash = state->hash;
+		s.word_len = state->word_len;
+		s.state = state->state;
+		s.in_space = state->in_space;
+	} else if (!enforce__request_start(buffer->bytes, len) || enforce__checked_at_sender(skb, &pi)) {
+		return 1; /* a body, a protocol that is not HTTP, or a sender checked already */
+	}
+	credential_scan(&s, len);
+	state->scanning = !s.head_done && !s.found;
+	state->hash = s.hash;
+	state->word_len = s.word_len;
+	state->state = s.state;
+	state->in_space = s.in_space;
+	if (!s.found)
+		return 1;
+	counters = enforce__counters(s.found->rule_id);
+	if (counters)
+		counters->requests++;
+	if (s.found->flags & APIWARDEN_RULE_MONITOR)
+		return 1;
+	state->refused = 1;
+	return SK_DROP;
+}
+
 SEC("cgroup_skb/ingress")
 int apiwarden_enforce_ingress(struct __sk_buff *skb)
 {
-	return enforce__packet(skb, APIWARDEN_DIR_INGRESS);
+	if (enforce__packet(skb, APIWARDEN_DIR_INGRESS) == SK_DROP)
+		return SK_DROP;
+	return enforce__credential_ingress(skb);
 }
 
 /*
@@ -189,10 +301,15 @@ int apiwarden_enforce_teardown(struct bpf_iter__tcp *ctx)
 	cgrp = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup;
 	if (!cgrp)
 		return 0;
+	state = bpf_sk_storage_get(&apiwarden_enforce_socks, (struct sock *)tp, 0, 0);
+	if (state && state->refused) {
+		/* A connection that carried a refused credential (enforce__credential_ingress). */
+		bpf_sock_destroy(skc);
+		return 0;
+	}
 	rule = enforce__cut_rule(CGROUP_STRUCT, cgrp, &cgroup_id);
 	if (!rule)
 		return 0;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, (struct sock *)tp, 0, 0);
 	role = state ? state->role : APIWARDEN_ROLE_UNKNOWN;
 	if (skc->skc_family == AF_INET)
 		addr__set_v4_mapped(remote, skc->skc_daddr);

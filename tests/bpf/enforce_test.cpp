@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -446,6 +447,78 @@ TEST_F(Enforce, MonitoredTokenIsCountedNotRefused) {
   }
   EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-B-456")), 0);
   EXPECT_EQ(counters(2).requests, 3u) << "exactly the writes enforce mode would refuse";
+}
+
+}  // namespace
+
+namespace {
+
+// A server in the cgroup accepts one connection and reports how many request bytes it could read
+// within 700 ms; the client (this process, outside the enforced subtree) writes the parts given,
+// one segment each. Returns {bytes the server read, errno the client's read saw afterwards}.
+std::pair<int, int> serveOne(const fs::path& cgroup, const std::vector<std::string>& parts,
+                             const std::function<void()>& between = {}) {
+  int ready[2], result[2];
+  if (pipe(ready) != 0 || pipe(result) != 0) return {-1, -1};
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(cgroup / "cgroup.procs") << getpid() << std::flush;
+    Listener inside(AF_INET);
+    (void)!write(ready[1], &inside.port, sizeof(inside.port));
+    int fd = accept(inside.fd, nullptr, nullptr);
+    int got = 0;
+    char buffer[8192];
+    for (pollfd p{fd, POLLIN, 0}; poll(&p, 1, 700) > 0;) {
+      ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+      if (n <= 0) break;
+      got += static_cast<int>(n);
+    }
+    (void)!write(result[1], &got, sizeof(got));
+    pause();
+    _exit(0);
+  }
+  uint16_t port = 0;
+  (void)!read(ready[0], &port, sizeof(port));
+  int fd = connectTo(Target::kV4, port);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  for (const auto& part : parts) {
+    send(fd, part.data(), part.size(), MSG_NOSIGNAL);
+    usleep(20'000);
+  }
+  int got = -1;
+  (void)!read(result[0], &got, sizeof(got));
+  if (between) between();
+  pollfd p{fd, POLLIN, 0};
+  int client_error = 0;
+  if (poll(&p, 1, 500) > 0) {
+    char c;
+    if (recv(fd, &c, 1, 0) < 0) client_error = errno;
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  for (int f : {fd, ready[0], ready[1], result[0], result[1]}) ::close(f);
+  return {got, client_error};
+}
+
+TEST_F(Enforce, RevokedTokenNeverReachesTheServerAndTheConnectionIsReset) {
+  refuse("tok-A-123", 0);
+  std::string benign = request("Authorization: Bearer tok-B-456");
+  EXPECT_EQ(serveOne(root_ / "a", {benign}).first, static_cast<int>(benign.size())) << "other tokens pass";
+  auto [got, client_error] = serveOne(root_ / "a", {request("Authorization: Bearer tok-A-123")},
+                                      [&] { ASSERT_TRUE(program_->teardown()); });
+  EXPECT_EQ(got, 0) << "the server read nothing of the request";
+  EXPECT_EQ(client_error, ECONNRESET) << "the agent's teardown resets the connection";
+  EXPECT_EQ(counters(2).requests, 1u);
+}
+
+TEST_F(Enforce, RevokedTokenSplitAcrossSegmentsIsStillRefused) {
+  refuse("tok-A-123", 0);
+  std::string whole = request("Authorization: Bearer tok-A-123");
+  size_t cut = whole.find("tok-A") + 3;  // in the middle of the token
+  EXPECT_EQ(serveOne(root_ / "a", {whole.substr(0, cut), whole.substr(cut)}).first, static_cast<int>(cut))
+      << "the first segment arrived, the one completing the header did not";
+  EXPECT_EQ(counters(2).requests, 1u);
 }
 
 }  // namespace

@@ -186,6 +186,29 @@ class CredentialTest(EnforceTest):
         listed = self.ctl("list")["rules"]
         self.assertEqual(listed[0]["counters"]["requests"], 20, listed)
 
+    def test_revoked_token_from_off_node_never_reaches_the_server(self):
+        # The client runs outside the enforced subtree (like a caller on another node): the
+        # server's side drops the request before nginx reads it and resets the connection.
+        self.start()
+        fingerprint = self.fingerprint(self.a, "tok-remote-0006")
+        self.ctl("revoke", fingerprint)
+
+        def outside(token, path):
+            p = subprocess.run(["python3", CLIENT, "--port", str(self.port), "--count", "3", "--token", token,
+                                "--path", path, "--interval", "0"], capture_output=True, text=True, timeout=60)
+            return json.loads(p.stdout)
+        refused, other = outside("tok-remote-0006", "/api/refused"), outside("tok-fine-0007", "/api/fine")
+        self.assertEqual((refused["ok"], refused["failed"]), (0, 3), refused)
+        self.assertEqual((other["ok"], other["failed"]), (3, 0), other)
+        self.agent.wait_records(lambda r: r["type"] == "http" and r["direction"] == "server"
+                                and r["http"]["path"] == "/api/fine", 3, what="served requests")
+        # Capture still records the attempts (its program sees the segment); nginx never answered.
+        attempts = [r["http"] for r in self.agent.records() if r["type"] == "http" and r["direction"] == "server"
+                    and r["http"]["path"] == "/api/refused"]
+        self.assertEqual(len(attempts), 3, attempts)
+        self.assertEqual([h.get("status") for h in attempts], [None] * 3, "nginx never read them")
+        self.assertEqual(self.ctl("list")["rules"][0]["counters"]["requests"], 3)
+
     def test_bind_keeps_the_owner_working_and_refuses_the_thief(self):
         self.start()
         fingerprint = self.fingerprint(self.a, "tok-billing-0003")
