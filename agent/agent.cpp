@@ -217,11 +217,19 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return fail(errno, "creating the state dir " + options.state_dir);
     }
+    if (!options.enforce_config.empty()) {
+      auto responses = enforce::loadResponses(options.enforce_config);
+      if (!responses) return std::unexpected(std::move(responses.error()).context("loading --enforce-config"));
+      enforce_options.responses = std::move(*responses);
+    }
     if (!p.alerts) logger("enforce")->warn("no --alerts: enforcement audit records go to this log only");
     auto enforcer = enforce::Enforcer::open(enforce_options, *p.workloads, p.alerts.get(), p.clock);
     if (!enforcer) return std::unexpected(std::move(enforcer.error()).context("starting enforcement"));
     p.enforcer = std::move(*enforcer);
     p.credentials->setTokenHashKey(p.enforcer->tokenHashKey());
+    if (p.alerts && !enforce_options.responses.empty()) {
+      p.alerts->onWrite([enforcer = p.enforcer.get()](const detect::Alert& alert) { enforcer->respond(alert); });
+    }
     p.tap = std::make_unique<CredentialTap>(*p.head, *p.enforcer);
     p.head = p.tap.get();
   }

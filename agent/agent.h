@@ -29,6 +29,7 @@ struct AgentOptions {
   std::string enforce = "off";      // "off", "monitor" or "enforce"
   std::string enforce_pin_dir = "/sys/fs/bpf/apiwarden";
   uint64_t enforce_default_ttl_s = 3600;
+  std::string enforce_config;       // auto-response policies (YAML); empty: none
   std::string control_socket = "/run/apiwarden/control.sock";
   std::string control_group;        // a group allowed to use the control socket besides root
   uint32_t ringbuf_mib = 32;

@@ -57,6 +57,8 @@ int main(int argc, char** argv) {
                  "seconds an enforcement rule lasts when apiwardenctl gives no --ttl (--permanent for none)")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{10} * 365 * 86400));
+  app.add_option("--enforce-config", options.enforce_config,
+                 "YAML: auto-response policies (detector + minimum severity -> cut or revoke for a TTL); none if unset");
   app.add_option("--control-socket", options.control_socket, "Unix socket apiwardenctl talks to")
       ->capture_default_str();
   app.add_option("--control-group", options.control_group, "a group whose members may use the control socket");

@@ -65,6 +65,7 @@ void AlertLog::raise(const Alert& alert) {
   line["last_seen"] = records::formatTimestamp(seen.last_seen);
   line["count"] = seen.count;
   write(line);
+  if (observer_) observer_(alert);
 }
 
 void AlertLog::write(const nlohmann::ordered_json& record) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -41,6 +42,8 @@ class AlertLog {
   AlertLog& operator=(const AlertLog&) = delete;
 
   void raise(const Alert& alert);
+  // Called with each alert as it is written (not for repeats counted within the window).
+  void onWrite(std::function<void(const Alert&)> observer) { observer_ = std::move(observer); }
   // Writes one record as it is, at once, never deduplicated: audit records of enforcement actions.
   void write(const nlohmann::ordered_json& record);
   void flush();
@@ -60,6 +63,7 @@ class AlertLog {
   uint64_t window_ns_;
   std::unordered_map<std::string, Seen> seen_;
   uint64_t raised_ = 0, written_ = 0, write_errors_ = 0;
+  std::function<void(const Alert&)> observer_;
 };
 
 // JSON of a workload's identity for alerts (the record schema's workload object).

@@ -488,6 +488,27 @@ void Enforcer::tick() {
   }
 }
 
+void Enforcer::respond(const detect::Alert& alert) {
+  for (const auto& policy : options_.responses) {
+    if (policy.detector != alert.detector || alert.severity < policy.min_severity) continue;
+    json request = {{"op", policy.action},
+                    {"reason", "auto-response to " + alert.detector + ": " + alert.summary},
+                    {"ttl_s", policy.ttl_s ? policy.ttl_s : options_.default_ttl_s}};
+    if (policy.action == "cut") {
+      if (!alert.workload || !alert.workload->cgroup_path) continue;
+      request["workload"] = "cgroup:" + *alert.workload->cgroup_path;
+    } else {
+      if (alert.fingerprint.empty()) continue;
+      request["fingerprint"] = alert.fingerprint;
+    }
+    json answer = handle(request, "apiwarden-agent (auto-response)");
+    if (answer.value("ok", false)) {
+      logger("enforce")->warn("auto-response to {} ({}): {} {}", alert.detector, alert.dedupe_key, policy.action,
+                              answer["rule"].value("id", ""));
+    }
+  }
+}
+
 void Enforcer::noteCredential(const std::string& fingerprint, uint64_t token_hash) {
   if (token_hashes_.size() >= 100'000 && !token_hashes_.contains(fingerprint)) token_hashes_.clear();
   token_hashes_[fingerprint] = token_hash;

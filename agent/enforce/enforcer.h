@@ -9,6 +9,7 @@
 
 #include "agent/detect/alert.h"
 #include "agent/enforce/destination.h"
+#include "agent/enforce/responses.h"
 #include "agent/identity/workload_resolver.h"
 #include "agent/loader/enforce_program.h"
 #include "apiwarden/common/clock.h"
@@ -37,6 +38,7 @@ struct EnforcerOptions {
   std::string pin_dir = "/sys/fs/bpf/apiwarden";
   std::string state_path;    // rule metadata (JSON), e.g. <state-dir>/enforcement.json
   uint64_t default_ttl_s = 3600;
+  std::vector<ResponsePolicy> responses;  // auto-response policies; empty: none
 };
 
 struct Rule {
@@ -76,6 +78,9 @@ class Enforcer {
   // One control request ({"op": "cut"|"restore"|"revoke"|"bind"|"list"|"status", ...}); actor
   // names who sent it (from the socket's peer credentials). Never throws.
   nlohmann::json handle(const nlohmann::json& request, const std::string& actor);
+
+  // Applies the auto-response policies to an alert as it is written.
+  void respond(const detect::Alert& alert);
 
   // Once a second: expires rules, raises what the kernel refused since the last tick.
   void tick();

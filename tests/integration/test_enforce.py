@@ -229,6 +229,36 @@ class CredentialTest(EnforceTest):
         self.assertEqual(self.ctl("list")["rules"][0]["counters"]["requests"], 25)
 
 
+class AutoResponseTest(EnforceTest):
+    def test_shared_credential_alert_revokes_the_token(self):
+        config = os.path.join(self.workdir, "responses.yaml")
+        with open(config, "w") as f:
+            f.write("responses:\n  - detector: shared_credential\n    min_severity: high\n"
+                    "    action: revoke\n    ttl: 10m\n")
+        self.start("enforce", "--enforce-config", config)
+        first = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "3",
+                                        "--token", "tok-stolen-0008"], self.a))
+        self.assertEqual(first["ok"], 3)
+        self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1", "--token", "tok-stolen-0008"],
+                    self.b)
+        wait_for(lambda: any(r.get("type") == "audit" and r["event"] == "revoke" for r in self.alerts()),
+                 timeout=10, what="the auto-response's audit record")
+        audit = [r for r in self.alerts() if r.get("type") == "audit"][0]
+        self.assertEqual(audit["actor"], "apiwarden-agent (auto-response)")
+        self.assertTrue(audit["rule"]["reason"].startswith("auto-response to shared_credential"), audit)
+        after = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "3",
+                                        "--token", "tok-stolen-0008", "--interval", "0"], self.a))
+        self.assertEqual((after["ok"], after["failed"]), (0, 3), after)
+
+    def test_malformed_policy_is_refused_at_start(self):
+        config = os.path.join(self.workdir, "responses.yaml")
+        with open(config, "w") as f:
+            f.write("responses:\n  - detector: no_such_detector\n    action: cut\n")
+        with self.assertRaises(AssertionError) as failed:
+            self.start("enforce", "--enforce-config", config)
+        self.assertIn("unknown detector", str(failed.exception))
+
+
 class RestartTest(EnforceTest):
     def test_kill_and_restart_twenty_times(self):
         self.start()
