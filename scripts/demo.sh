@@ -2,17 +2,20 @@
 # The built-in demo: an API server and two client workloads, each in a cgroup of its own, call each
 # other with real clients while apiwarden-agent records every call; then the reports workload
 # replays the billing workload's stolen bearer token, and the agent raises the alert that names
-# both. Everything is removed at the end.
+# both. Then apiwardenctl binds the token to billing: the kernel refuses it from reports while
+# billing keeps working. Everything is removed at the end (cgroups, processes, pinned programs).
 set -euo pipefail
 BUILD=${1:-build}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 AGENT=$REPO/$BUILD/bin/apiwarden-agent
+CTL=$REPO/$BUILD/bin/apiwardenctl
 [ -x "$AGENT" ] || { echo "demo: $AGENT is missing; run 'make build'" >&2; exit 1; }
 if [ "$(id -u)" -ne 0 ]; then exec sudo "$0" "$@"; fi
 
 MOUNT=$(awk '{ for (i = 1; i <= NF; i++) if ($i == "-") { if ($(i+1) == "cgroup2") { print $5; exit } } }' /proc/self/mountinfo)
 [ -n "$MOUNT" ] || { echo "demo: no cgroup v2 hierarchy mounted" >&2; exit 1; }
 ROOT=$MOUNT/apiwarden-demo-$$
+PINS=/sys/fs/bpf/apiwarden-demo-$$
 WORK=$(mktemp -d /tmp/apiwarden-demo.XXXXXX)
 PORT=${DEMO_PORT:-18080}
 PIDS=()
@@ -25,6 +28,7 @@ cleanup() {
     for pid in $(cat "$cg/cgroup.procs" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   done
   sleep 0.2
+  rm -rf "$PINS"  # unpinning the links detaches the enforcement programs
   rmdir "$ROOT"/*/ "$ROOT" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -41,7 +45,8 @@ mkdir -p "$ROOT"/{api,billing,reports}
 echo "== apiwarden demo: cgroups api, billing, reports under $ROOT"
 
 "$AGENT" --cgroup-root "$ROOT" --records "$WORK/records.jsonl" --metrics-listen 127.0.0.1:9464 --state-dir "$WORK/state" \
-  --alerts "$WORK/alerts.jsonl" --learning-period 2 2> "$WORK/agent.log" &
+  --alerts "$WORK/alerts.jsonl" --learning-period 2 \
+  --enforce enforce --enforce-pin-dir "$PINS" --control-socket "$WORK/control.sock" 2> "$WORK/agent.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q "monitoring cgroup" "$WORK/agent.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "monitoring cgroup" "$WORK/agent.log" || { cat "$WORK/agent.log" >&2; exit 1; }
@@ -114,5 +119,42 @@ for i, line in enumerate(lines):
     print(line if i == 0 else f'  [{a["severity"]}] {a["detector"]}: {a["summary"]}')
 if not lines:
     print("  (none)")
+PY
+
+echo "== enforcement: bind the stolen token to its owner, billing"
+FP=$(python3 -c "
+import json, sys
+for line in open(sys.argv[1]):
+    a = json.loads(line)
+    if a.get('detector') == 'shared_credential':
+        print(a['credential']['fingerprint']); break
+" "$WORK/alerts.jsonl")
+[ -n "$FP" ] || { echo "demo: no shared_credential alert to act on" >&2; exit 1; }
+"$CTL" --socket "$WORK/control.sock" bind "$FP" "cgroup:${ROOT#$MOUNT}/billing" --ttl 10m \
+  --reason "token replayed by reports" --by demo
+attempt() {  # workload: prints the HTTP status, or how the kernel refused the request
+  local cg=$1 code rc
+  in_cgroup "$cg" bash -c "code=\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer demo-billing-token' \
+    http://127.0.0.1:$PORT/api/invoices/8 2> /dev/null); echo \"\$code \$?\" > '$WORK/$cg.out'"
+  wait "${PIDS[-1]}" || true
+  read -r code rc < "$WORK/$cg.out"
+  if [ "$rc" -eq 0 ]; then
+    echo "  $cg (the token's owner): HTTP $code"
+  else
+    echo "  $cg (the thief): refused in the kernel, the request never left (curl exit $rc: failed sending data)"
+  fi
+}
+attempt billing
+attempt reports
+sleep 1.2  # the agent raises what the kernel refused at its next tick
+"$CTL" --socket "$WORK/control.sock" list
+python3 - "$WORK/alerts.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    a = json.loads(line)
+    if a.get("type") == "audit":
+        print(f'  audit: {a["event"]} {a["rule"]["id"]} by {a["actor"]}: {a["rule"]["reason"]}')
+    elif a.get("detector", "").startswith("enforcement"):
+        print(f'  [{a["severity"]}] {a["detector"]}: {a["summary"]}')
 PY
 echo "== done; cleaning up"

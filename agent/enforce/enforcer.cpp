@@ -469,10 +469,15 @@ void Enforcer::tick() {
     alert.detector = monitor ? "enforcement_would_block" : "enforcement_blocked";
     alert.severity = monitor ? detect::Severity::kLow : detect::Severity::kMedium;
     std::string target = rule.action == Action::kCut ? rule.workload : "credential " + rule.fingerprint;
+    std::string what;
+    for (auto [count, noun] : {std::pair<uint64_t, const char*>{delta.connects, " connects"},
+                               {delta.requests, " requests"},
+                               {delta.packets, " packets"},
+                               {delta.aborted, " established connections"}}) {
+      if (count != 0) what += (what.empty() ? "" : ", ") + std::to_string(count) + noun;
+    }
     alert.summary = rule.id + " (" + std::string(toString(rule.action)) + " " + target + ") " +
-                    (monitor ? "would have refused " : "refused ") + std::to_string(delta.connects) + " connects, " +
-                    std::to_string(delta.requests) + " requests, dropped " + std::to_string(delta.packets) +
-                    " packets, aborted " + std::to_string(delta.aborted) + " connections";
+                    (monitor ? "would have refused " : "refused ") + what;
     alert.identity = rule.workload;
     alert.fingerprint = rule.fingerprint;
     alert.evidence = {{"rule", rule.id}, {"mode", toString(rule.mode)}, {"since_last", countersJson(delta)},
