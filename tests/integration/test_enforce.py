@@ -260,6 +260,27 @@ class AutoResponseTest(EnforceTest):
 
 
 class RestartTest(EnforceTest):
+    def test_corrupt_state_is_set_aside_and_the_pinned_rules_adopted(self):
+        self.start()
+        self.ctl("cut", self.cgroup_name(self.a), "--permanent", "--reason", "kept in the kernel")
+        self.assertEqual(self.agent.stop(), 0)
+        state = os.path.join(self.workdir, "state", "enforcement.json")
+        with open(state, "w") as f:
+            f.write('{"kind": "apiwarden.enforcement", "version": 1, "rules": [{"slot": "x"')
+        probe = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1"], self.a))
+        self.assertEqual(probe["errors"], {"EPERM": 1}, "the stopped agent's rule still holds")
+        self.start()
+        self.assertIn("rejected", self.agent.log_text())
+        aside = [n for n in os.listdir(os.path.dirname(state)) if n.startswith("enforcement.json.rejected-")]
+        self.assertEqual(len(aside), 1)
+        rules = self.ctl("list")["rules"]
+        self.assertEqual([(r["id"], r["action"], r["reason"]) for r in rules],
+                         [("r1", "cut", "found in the pinned maps without saved metadata")])
+        self.assertEqual(rules[0]["workload"], self.cgroup_name(self.a))
+        self.ctl("restore", "r1")
+        probe = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1"], self.a))
+        self.assertEqual(probe["ok"], 1)
+
     def test_kill_and_restart_twenty_times(self):
         self.start()
         self.ctl("cut", self.cgroup_name(self.a), "--permanent", "--reason", "restart test")
