@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
+#include <sstream>
 
 namespace apiwarden {
 namespace {
@@ -27,6 +29,15 @@ std::string directoryOf(const std::string& path) {
 }
 
 }  // namespace
+
+Result<std::string> readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return fail(errno, "reading " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return fail(EIO, "reading " + path);
+  return text.str();
+}
 
 Result<void> writeFileAtomically(const std::string& path, const std::string& data) {
   std::string tmp = path + ".tmp";

@@ -1,11 +1,11 @@
 #include "agent/detect/config.h"
 
+#include "apiwarden/common/state_file.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <ctime>
-#include <fstream>
-#include <sstream>
 
 namespace apiwarden::detect {
 namespace {
@@ -98,11 +98,9 @@ Result<DetectConfig> parseDetectConfig(const std::string& yaml) {
 }
 
 Result<DetectConfig> loadDetectConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return fail(errno, "reading " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  auto config = parseDetectConfig(text.str());
+  auto text = readFile(path);
+  if (!text) return std::unexpected(text.error());
+  auto config = parseDetectConfig(*text);
   if (!config) return std::unexpected(std::move(config.error()).context(path));
   return config;
 }

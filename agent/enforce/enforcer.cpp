@@ -8,8 +8,6 @@
 #include <time.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 namespace apiwarden::enforce {
 namespace {
@@ -642,13 +640,10 @@ Rule ruleFromJson(const json& j) {
 Result<void> Enforcer::restoreState() {
   auto log = logger("enforce");
   if (!options_.state_path.empty()) {
-    std::ifstream in(options_.state_path);
-    if (in) {
-      std::stringstream text;
-      text << in.rdbuf();
+    if (auto text = readFile(options_.state_path)) {
       std::string problem;
       try {
-        json file = json::parse(text.str());
+        json file = json::parse(*text);
         if (file.value("kind", "") != kStateKind) {
           problem = "a foreign file";
         } else if (file.value("version", 0) != kStateVersion) {

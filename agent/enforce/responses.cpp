@@ -2,12 +2,11 @@
 
 #include "agent/control/duration.h"
 #include "agent/detect/engine.h"
+#include "apiwarden/common/state_file.h"
 
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 namespace apiwarden::enforce {
 namespace {
@@ -75,11 +74,9 @@ Result<std::vector<ResponsePolicy>> parseResponses(const std::string& yaml) {
 }
 
 Result<std::vector<ResponsePolicy>> loadResponses(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return fail(errno, "reading " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  auto policies = parseResponses(text.str());
+  auto text = readFile(path);
+  if (!text) return std::unexpected(text.error());
+  auto policies = parseResponses(*text);
   if (!policies) return std::unexpected(std::move(policies.error()).context(path));
   return policies;
 }

@@ -2,6 +2,7 @@
 
 #include "apiwarden/common/base64.h"
 #include "apiwarden/common/log.h"
+#include "apiwarden/common/state_file.h"
 
 #include <curl/curl.h>
 #include <nlohmann/json.hpp>
@@ -20,14 +21,6 @@ namespace {
 constexpr size_t kMaxLabels = 32;
 constexpr size_t kMaxEventBytes = 8 << 20;
 constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-Result<std::string> readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail(errno, "reading " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string str(const nlohmann::json& object, const char* key) {
   auto it = object.find(key);

@@ -1,6 +1,6 @@
-// State files in the agent's state dir: written atomically (temporary file, fsync, rename, fsync
-// of the directory), and when found unreadable, set aside under a name no earlier one has
-// (<path>.rejected-<unix time>[.n]) for a human to look at.
+// Files the agent reads whole, and state files in its state dir: written atomically (temporary
+// file, fsync, rename, fsync of the directory), and when found unreadable, set aside under a name
+// no earlier one has (<path>.rejected-<unix time>[.n]) for a human to look at.
 #pragma once
 
 #include "apiwarden/common/result.h"
@@ -8,6 +8,9 @@
 #include <string>
 
 namespace apiwarden {
+
+// The whole file; the error keeps errno (ENOENT for a missing file).
+Result<std::string> readFile(const std::string& path);
 
 Result<void> writeFileAtomically(const std::string& path, const std::string& data);
 
