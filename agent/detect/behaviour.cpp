@@ -126,8 +126,6 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   uint64_t now = record.ts_ns;
   constexpr size_t kMaxPerKey = 4096;
   uint64_t peer = stableHash(*call.service);
-  const std::string& endpoint = key({*call.service, record.method, *call.route});
-  uint64_t endpoint_hash = stableHash(endpoint);
   auto first = [&](std::unordered_set<uint64_t>& known, uint64_t item) {
     return known.size() < kMaxPerKey && known.insert(item).second;
   };
@@ -137,18 +135,22 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   CallerBaseline& baseline = caller->baseline;
   bool caller_learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
   bool new_peer = first(baseline.peers, peer) && caller_learned;
-  bool new_endpoint = first(baseline.endpoints, endpoint_hash) && caller_learned;
+  bool new_endpoint = first(baseline.endpoints, call.endpoint) && caller_learned;
   // A credential used where it never was, by a caller that has been there (a token borrowed by a
   // workload for another purpose): reported as such, once.
   bool credential_learned = credential && !learning(now) && credential->first_seen + options_.learning_ns <= now;
   bool credential_peer = credential && first(credential->peers, peer) && credential_learned;
-  bool credential_endpoint = credential && first(credential->endpoints, endpoint_hash) && credential_learned;
+  bool credential_endpoint = credential && first(credential->endpoints, call.endpoint) && credential_learned;
 
-  std::string subject = *call.caller->identity;
-  std::string dedupe = subject;
-  if (!new_peer && !new_endpoint && (credential_peer || credential_endpoint)) {
+  bool credential_only = !new_peer && !new_endpoint && (credential_peer || credential_endpoint);
+  if (credential_only) {
     new_peer = credential_peer;
     new_endpoint = credential_endpoint;
+  }
+  if (!new_peer && !new_endpoint) return;  // the common case: nothing new, no string built
+  std::string subject = *call.caller->identity;
+  std::string dedupe = subject;
+  if (credential_only) {
     subject =
         credentialLabel(record.credential.scheme, record.credential.fingerprint) + " (" + *call.caller->identity + ")";
     dedupe = "credential:" + record.credential.fingerprint;
@@ -174,7 +176,7 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
                       {"admin_like", admin},
                       {"known_endpoints", baseline.endpoints.size() - 1}};
     if (record.status) alert.evidence["status"] = *record.status;
-    alert.dedupe_key = "new_endpoint/" + dedupe + "/" + endpoint;
+    alert.dedupe_key = "new_endpoint/" + dedupe + "/" + key({*call.service, record.method, *call.route});
     raise(std::move(alert));
   }
 }

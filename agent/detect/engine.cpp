@@ -103,6 +103,7 @@ Call DetectionEngine::describe(const HttpRecord& record) {
   routeOf(record.path, route_);
   call.route = &route_table_.intern(*call.service, route_.template_);
   call.last_id = route_.last_id;
+  call.endpoint = stableHash(key({*call.service, record.method, *call.route}));
   call.primary = server || !flow.peer.workload;
   return call;
 }
@@ -145,11 +146,10 @@ DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
 DetectionEngine::RouteState* DetectionEngine::routeState(const Call& call) {
   bool server = call.record->flow->direction == Direction::kServer;
   if (!call.primary && !server) return nullptr;
-  uint64_t route_key = stableHash(key({*call.service, call.record->method, *call.route}));
-  auto it = routes_state_.find(route_key);
+  auto it = routes_state_.find(call.endpoint);
   if (it == routes_state_.end()) {
     if (routes_state_.size() >= options_.max_keys) return nullptr;
-    it = routes_state_.emplace(route_key, RouteState{}).first;
+    it = routes_state_.emplace(call.endpoint, RouteState{}).first;
   }
   return &it->second;
 }

@@ -118,6 +118,8 @@ struct Call {
   const std::string* service = nullptr;  // the callee: a workload identity, or "ip:port"
   const std::string* route = nullptr;    // template, interned per service (bounded)
   std::string_view last_id;              // the last object id in the path (a view into it)
+  uint64_t endpoint = 0;                 // stableHash of "service METHOD route": keys the route's state
+                                         // and is what the caller's and credential's endpoints hold
   // A node-local call is recorded at both ends; behavioural detectors count it once, from the
   // server's record (or the client's when the server is not a workload on this node).
   bool primary = false;
