@@ -2,6 +2,7 @@
 // destinations a caller never used during its learning period.
 #include <algorithm>
 #include <charconv>
+#include <span>
 #include <vector>
 
 #include "agent/detect/engine.h"
@@ -53,23 +54,26 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   auto it = id_windows_.find(window_key);
   if (it == id_windows_.end()) {
     if (id_windows_.size() >= options_.max_keys) return;
-    it = id_windows_.emplace(window_key, IdWindow{}).first;
+    it = id_windows_.try_emplace(window_key).first;
   }
   IdWindow& window = it->second;
   uint64_t now = record.ts_ns;
-  while (!window.seen.empty() && window.seen.front().ts_ns + options_.burst_window_ns < now) {
-    const IdUse& oldest = window.seen.front();
-    if (--window.distinct[oldest.id_hash] == 0) window.distinct.erase(oldest.id_hash);
-    window.denied -= oldest.denied;
-    window.seen.pop_front();
+  std::vector<IdUse>& seen = window.seen;
+  for (; window.oldest < seen.size() && seen[window.oldest].ts_ns + options_.burst_window_ns < now; ++window.oldest) {
+    window.ids.remove(seen[window.oldest].id_hash);
+    window.denied -= seen[window.oldest].denied;
   }
-  if (window.seen.size() >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
-  window.seen.push_back({now, stableHash(call.last_id), decimalValue(call.last_id), denied(record)});
-  ++window.distinct[window.seen.back().id_hash];
-  window.denied += window.seen.back().denied;
+  if (2 * window.oldest >= seen.size()) {  // the expired entries are half: drop them
+    seen.erase(seen.begin(), seen.begin() + static_cast<ptrdiff_t>(window.oldest));
+    window.oldest = 0;
+  }
+  if (seen.size() - window.oldest >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
+  seen.push_back({now, stableHash(call.last_id), decimalValue(call.last_id), denied(record)});
+  window.ids.add(seen.back().id_hash);
+  window.denied += seen.back().denied;
   window.recent[window.recent_next++ % window.recent.size()].assign(call.last_id);
 
-  size_t distinct = window.distinct.size();
+  size_t distinct = window.ids.distinct();
   if (learning(now)) {
     window.learned_max = std::max(window.learned_max, distinct);
     return;
@@ -78,8 +82,9 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   size_t threshold = std::max(options_.enumeration_threshold, 2 * window.learned_max);
   if (distinct < threshold) return;
 
-  double sequential = sequentialShare(window.seen);
-  double denied_share = static_cast<double>(window.denied) / static_cast<double>(window.seen.size());
+  auto in_window = std::span(seen).subspan(window.oldest);
+  double sequential = sequentialShare(in_window);
+  double denied_share = static_cast<double>(window.denied) / static_cast<double>(in_window.size());
   Alert alert = alertFor(call, "object_enumeration",
                          sequential > 0.5 || denied_share > 0.5 ? Severity::kHigh : Severity::kMedium);
   alert.summary = *call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " +

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "agent/detect/alert.h"
+#include "agent/detect/hash_counts.h"
 #include "agent/detect/route.h"
 #include "agent/detect/stable_hash.h"
 #include "agent/export/record.h"
@@ -165,9 +166,11 @@ class DetectionEngine final : public records::RecordSink {
     bool denied = false;   // answered 401/403/404
   };
   struct IdWindow {  // object ids one caller touched on one route, oldest first
-    std::deque<IdUse> seen;
-    std::unordered_map<uint64_t, uint32_t> distinct;
-    size_t denied = 0;                  // entries of seen that were denied
+    // seen[oldest..] is the window: expired entries are dropped in bulk once they are half of it.
+    std::vector<IdUse> seen;
+    size_t oldest = 0;
+    HashCounts ids;                     // of the window's id hashes
+    size_t denied = 0;                  // entries of the window that were denied
     size_t learned_max = 0;             // most distinct ids in a window while learning
     std::array<std::string, 5> recent;  // the last ids, as evidence
     size_t recent_next = 0;

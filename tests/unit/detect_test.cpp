@@ -51,6 +51,28 @@ TEST(StableHash, ValuesArePinned) {
             0x99e35446afc3ae00ULL);
 }
 
+TEST(HashCounts, CountsDistinctHashesThroughCollisionsAndRemovals) {
+  HashCounts counts;
+  // Hashes sharing their low bits probe into one run; removing from its middle must not lose the rest.
+  std::vector<uint64_t> hashes;
+  for (uint64_t i = 0; i < 100; ++i) hashes.push_back(i << 20 | (i % 3));
+  for (uint64_t hash : hashes) counts.add(hash);
+  counts.add(hashes[5]);
+  EXPECT_EQ(counts.distinct(), 100u);
+  counts.remove(hashes[5]);
+  EXPECT_EQ(counts.distinct(), 100u);  // one copy is left
+  for (size_t i = 0; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.add(hashes[i]);  // present: no new distinct hash
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 0u);
+  counts.remove(42);  // never added: nothing happens
+  EXPECT_EQ(counts.distinct(), 0u);
+}
+
 struct NullSink final : records::RecordSink {
   size_t http = 0;
   void write(const records::HttpRecord&) override { ++http; }
