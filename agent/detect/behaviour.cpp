@@ -130,7 +130,7 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   if (!caller) return;
   uint64_t now = record.ts_ns;
   constexpr size_t kMaxPerKey = 4096;
-  uint64_t peer = stableHash(*call.service);
+  uint64_t peer = call.service_key;
   auto first = [&](std::unordered_set<uint64_t>& known, uint64_t item) {
     return known.size() < kMaxPerKey && known.insert(item).second;
   };

@@ -109,6 +109,7 @@ std::string credentialLabel(credentials::Scheme scheme, const std::string& finge
 // workload on this node, else the remote address.
 struct Caller {
   const std::string* identity = nullptr;
+  uint64_t key = 0;                             // stableHash(*identity)
   const records::Workload* workload = nullptr;  // null for callers known by address only
 };
 
@@ -117,6 +118,7 @@ struct Call {
   const records::HttpRecord* record = nullptr;
   std::optional<Caller> caller;          // absent: a local caller not named yet (never guessed)
   const std::string* service = nullptr;  // the callee: a workload identity, or "ip:port"
+  uint64_t service_key = 0;              // stableHash(*service)
   const std::string* route = nullptr;    // template, interned per service (bounded)
   std::string_view last_id;              // the last object id in the path (a view into it)
   uint64_t endpoint = 0;                 // stableHash of "service METHOD route": keys the route's state
@@ -192,7 +194,8 @@ class DetectionEngine final : public records::RecordSink {
   };
 
   Call describe(const records::HttpRecord& record);
-  const std::string& identity(const records::Workload& workload);
+  struct CachedIdentity;
+  const CachedIdentity& identity(const records::Workload& workload);
   // key_ = parts joined by spaces: the lookup key of a detector table, built without allocating.
   const std::string& key(std::initializer_list<std::string_view> parts);
   CredentialUse* credentialUse(const Call& call);
@@ -249,6 +252,7 @@ class DetectionEngine final : public records::RecordSink {
   struct CachedIdentity {
     records::Workload inputs;  // the fields identityOf reads, as they were
     std::string identity;
+    uint64_t key = 0;  // stableHash(identity): what the detector tables are keyed by
   };
   std::unordered_map<uint64_t, CachedIdentity> identities_;  // by cgroup id
   std::string key_, address_caller_, address_service_;       // scratch, reused per record
