@@ -2,6 +2,7 @@
 // destinations a caller never used during its learning period.
 #include <algorithm>
 #include <charconv>
+#include <span>
 #include <vector>
 
 #include "agent/detect/engine.h"
@@ -53,23 +54,26 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   auto it = id_windows_.find(window_key);
   if (it == id_windows_.end()) {
     if (id_windows_.size() >= options_.max_keys) return;
-    it = id_windows_.emplace(window_key, IdWindow{}).first;
+    it = id_windows_.try_emplace(window_key).first;
   }
   IdWindow& window = it->second;
   uint64_t now = record.ts_ns;
-  while (!window.seen.empty() && window.seen.front().ts_ns + options_.burst_window_ns < now) {
-    const IdUse& oldest = window.seen.front();
-    if (--window.distinct[oldest.id_hash] == 0) window.distinct.erase(oldest.id_hash);
-    window.denied -= oldest.denied;
-    window.seen.pop_front();
+  std::vector<IdUse>& seen = window.seen;
+  for (; window.oldest < seen.size() && seen[window.oldest].ts_ns + options_.burst_window_ns < now; ++window.oldest) {
+    window.ids.remove(seen[window.oldest].id_hash);
+    window.denied -= seen[window.oldest].denied;
   }
-  if (window.seen.size() >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
-  window.seen.push_back({now, stableHash(call.last_id), decimalValue(call.last_id), denied(record)});
-  ++window.distinct[window.seen.back().id_hash];
-  window.denied += window.seen.back().denied;
+  if (2 * window.oldest >= seen.size()) {  // the expired entries are half: drop them
+    seen.erase(seen.begin(), seen.begin() + static_cast<ptrdiff_t>(window.oldest));
+    window.oldest = 0;
+  }
+  if (seen.size() - window.oldest >= 4 * options_.enumeration_threshold + 1024) return;  // bounded; already alerting
+  seen.push_back({now, stableHash(call.last_id), decimalValue(call.last_id), denied(record)});
+  window.ids.add(seen.back().id_hash);
+  window.denied += seen.back().denied;
   window.recent[window.recent_next++ % window.recent.size()].assign(call.last_id);
 
-  size_t distinct = window.distinct.size();
+  size_t distinct = window.ids.distinct();
   if (learning(now)) {
     window.learned_max = std::max(window.learned_max, distinct);
     return;
@@ -78,8 +82,9 @@ void DetectionEngine::objectEnumeration(const Call& call) {
   size_t threshold = std::max(options_.enumeration_threshold, 2 * window.learned_max);
   if (distinct < threshold) return;
 
-  double sequential = sequentialShare(window.seen);
-  double denied_share = static_cast<double>(window.denied) / static_cast<double>(window.seen.size());
+  auto in_window = std::span(seen).subspan(window.oldest);
+  double sequential = sequentialShare(in_window);
+  double denied_share = static_cast<double>(window.denied) / static_cast<double>(in_window.size());
   Alert alert = alertFor(call, "object_enumeration",
                          sequential > 0.5 || denied_share > 0.5 ? Severity::kHigh : Severity::kMedium);
   alert.summary = *call.caller->identity + " touched " + std::to_string(distinct) + " distinct ids on " +
@@ -125,9 +130,7 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   if (!caller) return;
   uint64_t now = record.ts_ns;
   constexpr size_t kMaxPerKey = 4096;
-  uint64_t peer = stableHash(*call.service);
-  const std::string& endpoint = key({*call.service, record.method, *call.route});
-  uint64_t endpoint_hash = stableHash(endpoint);
+  uint64_t peer = call.service_key;
   auto first = [&](std::unordered_set<uint64_t>& known, uint64_t item) {
     return known.size() < kMaxPerKey && known.insert(item).second;
   };
@@ -137,18 +140,22 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
   CallerBaseline& baseline = caller->baseline;
   bool caller_learned = !learning(now) && baseline.first_seen + options_.learning_ns <= now;
   bool new_peer = first(baseline.peers, peer) && caller_learned;
-  bool new_endpoint = first(baseline.endpoints, endpoint_hash) && caller_learned;
+  bool new_endpoint = first(baseline.endpoints, call.endpoint) && caller_learned;
   // A credential used where it never was, by a caller that has been there (a token borrowed by a
   // workload for another purpose): reported as such, once.
   bool credential_learned = credential && !learning(now) && credential->first_seen + options_.learning_ns <= now;
   bool credential_peer = credential && first(credential->peers, peer) && credential_learned;
-  bool credential_endpoint = credential && first(credential->endpoints, endpoint_hash) && credential_learned;
+  bool credential_endpoint = credential && first(credential->endpoints, call.endpoint) && credential_learned;
 
-  std::string subject = *call.caller->identity;
-  std::string dedupe = subject;
-  if (!new_peer && !new_endpoint && (credential_peer || credential_endpoint)) {
+  bool credential_only = !new_peer && !new_endpoint && (credential_peer || credential_endpoint);
+  if (credential_only) {
     new_peer = credential_peer;
     new_endpoint = credential_endpoint;
+  }
+  if (!new_peer && !new_endpoint) return;  // the common case: nothing new, no string built
+  std::string subject = *call.caller->identity;
+  std::string dedupe = subject;
+  if (credential_only) {
     subject =
         credentialLabel(record.credential.scheme, record.credential.fingerprint) + " (" + *call.caller->identity + ")";
     dedupe = "credential:" + record.credential.fingerprint;
@@ -174,7 +181,7 @@ void DetectionEngine::newEndpointOrPeer(const Call& call, CallerState* caller, C
                       {"admin_like", admin},
                       {"known_endpoints", baseline.endpoints.size() - 1}};
     if (record.status) alert.evidence["status"] = *record.status;
-    alert.dedupe_key = "new_endpoint/" + dedupe + "/" + endpoint;
+    alert.dedupe_key = "new_endpoint/" + dedupe + "/" + key({*call.service, record.method, *call.route});
     raise(std::move(alert));
   }
 }

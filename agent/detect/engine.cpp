@@ -46,13 +46,13 @@ DetectionEngine::DetectionEngine(records::RecordSink& next, AlertLog& alerts, De
   }
 }
 
-const std::string& DetectionEngine::identity(const records::Workload& w) {
+const DetectionEngine::CachedIdentity& DetectionEngine::identity(const records::Workload& w) {
   auto same = [](const records::Workload& a, const records::Workload& b) {
     return a.spiffe_id == b.spiffe_id && a.ns == b.ns && a.owner == b.owner && a.pod == b.pod &&
            a.systemd_unit == b.systemd_unit && a.cgroup_path == b.cgroup_path;
   };
   auto it = identities_.find(w.cgroup_id);
-  if (it != identities_.end() && same(it->second.inputs, w)) return it->second.identity;
+  if (it != identities_.end() && same(it->second.inputs, w)) return it->second;
   CachedIdentity& cached = identities_[w.cgroup_id];
   cached.inputs = {};
   cached.inputs.cgroup_id = w.cgroup_id;
@@ -63,7 +63,8 @@ const std::string& DetectionEngine::identity(const records::Workload& w) {
   cached.inputs.pod = w.pod;
   cached.inputs.systemd_unit = w.systemd_unit;
   cached.identity = identityOf(w);
-  return cached.identity;
+  cached.key = stableHash(cached.identity);
+  return cached;
 }
 
 const std::string& DetectionEngine::key(std::initializer_list<std::string_view> parts) {
@@ -84,25 +85,30 @@ Call DetectionEngine::describe(const HttpRecord& record) {
   call.record = &record;
   bool server = flow.direction == Direction::kServer;
   // The caller: never guessed, so a local caller not (yet) named is left out.
+  auto named = [](const CachedIdentity& id, const records::Workload& workload) {
+    return Caller{&id.identity, id.key, &workload};
+  };
   if (!server) {
-    call.caller = Caller{&identity(flow.workload), &flow.workload};
+    call.caller = named(identity(flow.workload), flow.workload);
   } else if (flow.peer.workload) {
-    call.caller = Caller{&identity(*flow.peer.workload), &*flow.peer.workload};
+    call.caller = named(identity(*flow.peer.workload), *flow.peer.workload);
   } else if (flow.peer.scope != "node") {
     address_caller_ = "ip:" + flow.remote.ip;
-    call.caller = Caller{&address_caller_, nullptr};
+    call.caller = Caller{&address_caller_, stableHash(address_caller_), nullptr};
   }
-  if (server) {
-    call.service = &identity(flow.workload);
-  } else if (flow.peer.workload) {
-    call.service = &identity(*flow.peer.workload);
+  if (server || flow.peer.workload) {
+    const CachedIdentity& service = identity(server ? flow.workload : *flow.peer.workload);
+    call.service = &service.identity;
+    call.service_key = service.key;
   } else {
     address_service_ = "ip:" + flow.remote.ip + ":" + std::to_string(flow.remote.port);
     call.service = &address_service_;
+    call.service_key = stableHash(address_service_);
   }
   routeOf(record.path, route_);
   call.route = &route_table_.intern(*call.service, route_.template_);
   call.last_id = route_.last_id;
+  call.endpoint = stableHash(key({*call.service, record.method, *call.route}));
   call.primary = server || !flow.peer.workload;
   return call;
 }
@@ -131,7 +137,7 @@ void DetectionEngine::write(const HttpRecord& record) {
 
 DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
   if (!call.primary || !call.caller) return nullptr;
-  uint64_t caller_key = stableHash(*call.caller->identity);
+  uint64_t caller_key = call.caller->key;
   auto it = callers_.find(caller_key);
   if (it == callers_.end()) {
     if (callers_.size() >= options_.max_keys) return nullptr;
@@ -145,11 +151,10 @@ DetectionEngine::CallerState* DetectionEngine::callerState(const Call& call) {
 DetectionEngine::RouteState* DetectionEngine::routeState(const Call& call) {
   bool server = call.record->flow->direction == Direction::kServer;
   if (!call.primary && !server) return nullptr;
-  uint64_t route_key = stableHash(key({*call.service, call.record->method, *call.route}));
-  auto it = routes_state_.find(route_key);
+  auto it = routes_state_.find(call.endpoint);
   if (it == routes_state_.end()) {
     if (routes_state_.size() >= options_.max_keys) return nullptr;
-    it = routes_state_.emplace(route_key, RouteState{}).first;
+    it = routes_state_.emplace(call.endpoint, RouteState{}).first;
   }
   return &it->second;
 }
@@ -368,7 +373,7 @@ void DetectionEngine::staleCredential(const Call& call, CredentialUse* use) {
 // another identity, is a replay (or a token minted twice).
 bool DetectionEngine::jtiReplayed(const credentials::JwtClaims& jwt, const std::string& fingerprint, const Call& call) {
   if (jwt.jti.empty() || !call.caller) return false;
-  uint64_t token = stableHash(fingerprint), presenter = stableHash(*call.caller->identity);
+  uint64_t token = stableHash(fingerprint), presenter = call.caller->key;
   auto [it, added] = jtis_.try_emplace(stableHash(key({jwt.iss, jwt.jti})), JtiUse{token, presenter});
   if (added) {
     if (jtis_.size() > options_.max_credentials) jtis_.erase(it);

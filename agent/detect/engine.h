@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "agent/detect/alert.h"
+#include "agent/detect/hash_counts.h"
 #include "agent/detect/route.h"
 #include "agent/detect/stable_hash.h"
 #include "agent/export/record.h"
@@ -108,6 +109,7 @@ std::string credentialLabel(credentials::Scheme scheme, const std::string& finge
 // workload on this node, else the remote address.
 struct Caller {
   const std::string* identity = nullptr;
+  uint64_t key = 0;                             // stableHash(*identity)
   const records::Workload* workload = nullptr;  // null for callers known by address only
 };
 
@@ -116,8 +118,11 @@ struct Call {
   const records::HttpRecord* record = nullptr;
   std::optional<Caller> caller;          // absent: a local caller not named yet (never guessed)
   const std::string* service = nullptr;  // the callee: a workload identity, or "ip:port"
+  uint64_t service_key = 0;              // stableHash(*service)
   const std::string* route = nullptr;    // template, interned per service (bounded)
   std::string_view last_id;              // the last object id in the path (a view into it)
+  uint64_t endpoint = 0;                 // stableHash of "service METHOD route": keys the route's state
+                                         // and is what the caller's and credential's endpoints hold
   // A node-local call is recorded at both ends; behavioural detectors count it once, from the
   // server's record (or the client's when the server is not a workload on this node).
   bool primary = false;
@@ -163,9 +168,11 @@ class DetectionEngine final : public records::RecordSink {
     bool denied = false;   // answered 401/403/404
   };
   struct IdWindow {  // object ids one caller touched on one route, oldest first
-    std::deque<IdUse> seen;
-    std::unordered_map<uint64_t, uint32_t> distinct;
-    size_t denied = 0;                  // entries of seen that were denied
+    // seen[oldest..] is the window: expired entries are dropped in bulk once they are half of it.
+    std::vector<IdUse> seen;
+    size_t oldest = 0;
+    HashCounts ids;                     // of the window's id hashes
+    size_t denied = 0;                  // entries of the window that were denied
     size_t learned_max = 0;             // most distinct ids in a window while learning
     std::array<std::string, 5> recent;  // the last ids, as evidence
     size_t recent_next = 0;
@@ -187,7 +194,8 @@ class DetectionEngine final : public records::RecordSink {
   };
 
   Call describe(const records::HttpRecord& record);
-  const std::string& identity(const records::Workload& workload);
+  struct CachedIdentity;
+  const CachedIdentity& identity(const records::Workload& workload);
   // key_ = parts joined by spaces: the lookup key of a detector table, built without allocating.
   const std::string& key(std::initializer_list<std::string_view> parts);
   CredentialUse* credentialUse(const Call& call);
@@ -244,6 +252,7 @@ class DetectionEngine final : public records::RecordSink {
   struct CachedIdentity {
     records::Workload inputs;  // the fields identityOf reads, as they were
     std::string identity;
+    uint64_t key = 0;  // stableHash(identity): what the detector tables are keyed by
   };
   std::unordered_map<uint64_t, CachedIdentity> identities_;  // by cgroup id
   std::string key_, address_caller_, address_service_;       // scratch, reused per record

@@ -1,20 +1,22 @@
 #include "agent/detect/route.h"
 
 #include <algorithm>
-#include <cctype>
 
 namespace apiwarden::detect {
 namespace {
 
-bool allOf(std::string_view s, int (*pred)(int)) {
-  return std::all_of(s.begin(), s.end(), [pred](char c) { return pred(static_cast<unsigned char>(c)) != 0; });
-}
+// ASCII classes inline (the C library's isdigit & co. are calls, and depend on the locale).
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+bool isHexDigit(char c) { return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+bool isAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+bool allOf(std::string_view s, bool (*pred)(char)) { return std::all_of(s.begin(), s.end(), pred); }
 
 bool isUuid(std::string_view s) {
   if (s.size() != 36) return false;
   for (size_t i = 0; i < s.size(); ++i) {
     bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+    if (dash ? s[i] != '-' : !isHexDigit(s[i])) return false;
   }
   return true;
 }
@@ -23,19 +25,18 @@ bool isToken(std::string_view s) {
   if (s.size() < 20) return false;
   bool digit = false, alpha = false;
   for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    digit |= std::isdigit(u) != 0;
-    alpha |= std::isalpha(u) != 0;
-    if (!std::isalnum(u) && c != '-' && c != '_' && c != '+' && c != '=' && c != '.') return false;
+    digit |= isDigit(c);
+    alpha |= isAlpha(c);
+    if (!isDigit(c) && !isAlpha(c) && c != '-' && c != '_' && c != '+' && c != '=' && c != '.') return false;
   }
   return digit && alpha;
 }
 
 bool isObjectId(std::string_view s) {
   if (s.empty()) return false;
-  if (allOf(s, isdigit)) return true;
+  if (allOf(s, isDigit)) return true;
   if (isUuid(s)) return true;
-  if (s.size() >= 16 && allOf(s, isxdigit)) return true;
+  if (s.size() >= 16 && allOf(s, isHexDigit)) return true;
   return isToken(s);
 }
 
@@ -48,13 +49,13 @@ Route routeOf(std::string_view path) {
 }
 
 void routeOf(std::string_view path, Route& route) {
-  path = path.substr(0, path.find_first_of("?#"));
+  // Plain loops: find_first_of("?#") calls memchr once per character, find('/') once per segment.
+  path = path.substr(0, std::ranges::find_if(path, [](char c) { return c == '?' || c == '#'; }) - path.begin());
   route.template_.clear();
   route.last_id = {};
   size_t start = 0;
   while (start < path.size()) {
-    size_t slash = path.find('/', start);
-    size_t end = slash == std::string_view::npos ? path.size() : slash;
+    size_t end = std::find(path.begin() + static_cast<ptrdiff_t>(start), path.end(), '/') - path.begin();
     std::string_view segment = path.substr(start, end - start);
     if (isObjectId(segment)) {
       route.template_.append("{id}");
@@ -62,9 +63,9 @@ void routeOf(std::string_view path, Route& route) {
     } else {
       route.template_.append(segment);
     }
-    if (slash == std::string_view::npos) break;
+    if (end == path.size()) break;
     route.template_.push_back('/');
-    start = slash + 1;
+    start = end + 1;
   }
   if (route.template_.empty()) route.template_ = "/";
 }

@@ -3,7 +3,9 @@
 // words assembled little-endian whatever the host, mixed with the splitmix64 finalizer.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace apiwarden::detect {
@@ -21,7 +23,11 @@ inline uint64_t stableHash(std::string_view text) {
   size_t i = 0;
   auto word = [&](size_t n) {
     uint64_t w = 0;
-    for (size_t b = 0; b < n; ++b) w |= uint64_t{static_cast<uint8_t>(text[i + b])} << (8 * b);
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(&w, text.data() + i, n);  // one load: the bytes already are in little-endian order
+    } else {
+      for (size_t b = 0; b < n; ++b) w |= uint64_t{static_cast<uint8_t>(text[i + b])} << (8 * b);
+    }
     return w;
   };
   for (; i + 8 <= text.size(); i += 8) hash = stableMix(hash ^ word(8));

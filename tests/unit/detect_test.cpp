@@ -41,6 +41,38 @@ TEST(RouteTable, CapsTemplatesPerService) {
   EXPECT_EQ(table.overflowed(), 1u);
 }
 
+// Saved baselines are keyed by these hashes: they must never change from one build to the next.
+TEST(StableHash, ValuesArePinned) {
+  EXPECT_EQ(stableHash(""), 0xe220a8397b1dcdafULL);
+  EXPECT_EQ(stableHash("a"), 0xb8ae4ce910b95652ULL);
+  EXPECT_EQ(stableHash("abcdefgh"), 0x3c4498de32079a64ULL);
+  EXPECT_EQ(stableHash("abcdefghi"), 0x7a2df9b6e834e5c2ULL);
+  EXPECT_EQ(stableHash("cgroup:/kubepods.slice/caller-7 cgroup:/kubepods.slice/service-1 GET /api/v1/resource3/{id}"),
+            0x99e35446afc3ae00ULL);
+}
+
+TEST(HashCounts, CountsDistinctHashesThroughCollisionsAndRemovals) {
+  HashCounts counts;
+  // Hashes sharing their low bits probe into one run; removing from its middle must not lose the rest.
+  std::vector<uint64_t> hashes;
+  for (uint64_t i = 0; i < 100; ++i) hashes.push_back(i << 20 | (i % 3));
+  for (uint64_t hash : hashes) counts.add(hash);
+  counts.add(hashes[5]);
+  EXPECT_EQ(counts.distinct(), 100u);
+  counts.remove(hashes[5]);
+  EXPECT_EQ(counts.distinct(), 100u);  // one copy is left
+  for (size_t i = 0; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.add(hashes[i]);  // present: no new distinct hash
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 50u);
+  for (size_t i = 1; i < hashes.size(); i += 2) counts.remove(hashes[i]);
+  EXPECT_EQ(counts.distinct(), 0u);
+  counts.remove(42);  // never added: nothing happens
+  EXPECT_EQ(counts.distinct(), 0u);
+}
+
 struct NullSink final : records::RecordSink {
   size_t http = 0;
   void write(const records::HttpRecord&) override { ++http; }
