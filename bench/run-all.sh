@@ -14,3 +14,7 @@ echo "== ingest at full speed (beyond the target: where loss starts on this mach
 /usr/bin/python3 bench/ingest.py --seconds 20
 echo "== sustained ingest at the target (wrk paced to ~50,000 req/s + nginx, 60 s)"
 /usr/bin/python3 bench/ingest.py --seconds 60 --paced --connections 125
+echo "== enforcement latency (apiwardenctl cut -> first refused connect / first dropped packet)"
+/usr/bin/python3 bench/enforce_latency.py
+echo "== credential check cost (wrk keep-alive, revoke rule for another token vs none, interleaved medians)"
+/usr/bin/python3 bench/credential_overhead.py
