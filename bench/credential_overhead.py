@@ -1,4 +1,4 @@
-"""Request-rate cost of the in-kernel credential check: wrk (keep-alive, a few connections, every
+"""Request-rate cost of the in-kernel credential check: wrk (keep-alive, 16 connections, every
 request carrying `Authorization: Bearer <benign token>`) against nginx, both in cgroups below the
 agent's --cgroup-root, with the agent in --enforce enforce in both arms:
   off: no credential rule (wrk's sockets never join the sockhash: no sk_msg program runs);
@@ -102,9 +102,13 @@ class Bench:
     def wrk(self):
         argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{self.args.seconds}s", "-H",
                 f"Authorization: Bearer {BENIGN}", f"http://127.0.0.1:{self.port}/api/x"]
+        time.sleep(1.2)  # the agent refreshes its metrics every second
+        records_before, lost_before = self.kernel_records(), self.lost()
         before = self.cpu_seconds()
         out = self.ws.run_in(argv, self.client, timeout=self.args.seconds + 60).decode()
         after = self.cpu_seconds()
+        time.sleep(1.2)
+        records_after, lost_after = self.kernel_records(), self.lost()
         # CPU the rest of the machine took meanwhile (other work on a shared machine), in cores
         self.others = ((after[0] - before[0]) - (after[1] - before[1])) / self.args.seconds
         rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -113,7 +117,21 @@ class Bench:
         errors = re.search(r"Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)", out)
         if errors:
             raise RuntimeError(f"wrk saw errors (is the benign token refused?):\n{out}")
+        requests = float(rate.group(1)) * self.args.seconds
+        self.records_per_request = (records_after - records_before) / requests
+        self.lost_share = (lost_after - lost_before) / max(records_after - records_before, 1)
         return float(rate.group(1))
+
+    def lost(self):
+        match = re.search(r'^apiwarden_capture_lost_total\{reason="ringbuf_full"\} (\S+)', self.ws.agent.metrics(), re.M)
+        return float(match.group(1))
+
+    def kernel_records(self):
+        """Records the kernel wrote to the ring buffer, and those it lost (ring buffer full)."""
+        metrics = self.ws.agent.metrics()
+        written = re.search(r"^apiwarden_capture_records_total (\S+)", metrics, re.M)
+        lost = re.search(r'^apiwarden_capture_lost_total\{reason="ringbuf_full"\} (\S+)', metrics, re.M)
+        return float(written.group(1)) + float(lost.group(1))
 
     def run_arm(self, on):
         rule = self.ctl("revoke", self.fingerprint, "--ttl", "600s", "--reason", "credential_overhead bench")["rule"] \
@@ -141,7 +159,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16)  # saturates both cores, as http_overhead.py
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -163,6 +181,7 @@ def main():
                     check = (f"  revoked-token curl: exit {revoked[0]} (refused at its write), rule counted "
                              f"{refused} refused request(s)") if on else ""
                     print(f"round {round_ + 1:2} credential check {'on ' if on else 'off'} {rate:10.0f} req/s  "
+                          f"({bench.records_per_request:.2f} kernel records/request, {100 * bench.lost_share:.1f}% lost)  "
                           f"(other work on the machine: {bench.others:.2f} cores){check}", flush=True)
         finally:
             if ws.agent:

@@ -413,15 +413,18 @@ Result<void> Enforcer::syncConfig() {
   auto config = program_->config();
   if (!config) return std::unexpected(config.error());
   uint32_t levels = 0, credential_rules = 0;
+  uint64_t filter = 0;
   for (const auto& [slot, rule] : rules_) {
     if (rule.action != Action::kCut) {
       ++credential_rules;
+      filter |= 1ULL << (rule.token_hash & 63);
       continue;
     }
     for (const auto& [id, path] : rule.cgroups) levels |= 1u << std::min(levelOf(path), APIWARDEN_ENFORCE_MAX_LEVEL - 1);
   }
   config->cut_levels = levels;
   config->cred_rules = credential_rules;
+  config->cred_filter = filter;
   stats_.rules = rules_.size();
   return program_->setConfig(*config);
 }

@@ -31,6 +31,7 @@ enum scan_state {
 
 struct scan {
 	__u64 key0, key1;
+	__u64 filter;     /* apiwarden_enforce_config.cred_filter */
 	__u64 hash;       /* of the current word */
 	__u32 len;        /* bytes to scan */
 	__u32 word_len;   /* bytes in the current word */
@@ -59,6 +60,8 @@ static __always_inline bool scan__line_end(struct scan *s)
 	if (s->state != SCAN_VALUE || s->word_len == 0)
 		return false;
 	hash = apiwarden_cred_hash_finish(s->hash, s->key1);
+	if (!(s->filter & (1ULL << (hash & 63))))
+		return false;
 	rule = bpf_map_lookup_elem(&apiwarden_cred_rules, &hash);
 	if (!rule || !enforce__live(rule->expires_ns) || scan__allowed(s, rule))
 		return false;
@@ -66,20 +69,9 @@ static __always_inline bool scan__line_end(struct scan *s)
 	return true;
 }
 
-static long scan__byte(__u64 index, void *ctx)
+/* One byte of the head; 1: stop (a refused credential found, or the head ended). */
+static __always_inline int scan__step(struct scan *s, __u8 c)
 {
-	struct scan *s = ctx;
-	struct scan_buffer *buffer;
-	__u32 zero = 0;
-	__u8 c;
-
-	if (index >= s->len || index >= SCAN_MAX)
-		return 1;
-	buffer = bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
-	if (!buffer)
-		return 1;
-	c = buffer->bytes[index & (SCAN_MAX - 1)];
-
 	if (c == '\n') {
 		if (s->state == SCAN_CR) {
 			s->head_done = 1; /* the blank line: end of the head */
@@ -122,6 +114,29 @@ static long scan__byte(__u64 index, void *ctx)
 	return 0;
 }
 
+#define SCAN_CHUNK 64 /* bytes per bpf_loop step: the loop's per-step cost is paid once for them */
+
+static long scan__chunk(__u64 chunk, void *ctx)
+{
+	struct scan *s = ctx;
+	struct scan_buffer *buffer;
+	__u32 zero = 0;
+
+	buffer = bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
+	if (!buffer)
+		return 1;
+#pragma unroll
+	for (int k = 0; k < SCAN_CHUNK; k++) {
+		__u32 i = chunk * SCAN_CHUNK + k;
+
+		if (i >= s->len)
+			return 1;
+		if (scan__step(s, buffer->bytes[i & (SCAN_MAX - 1)]))
+			return 1;
+	}
+	return 0;
+}
+
 static __always_inline struct scan_buffer *credential_scan_buffer(void)
 {
 	__u32 zero = 0;
@@ -136,6 +151,7 @@ static __always_inline void credential_scan_init(struct scan *s, const struct ap
 	__builtin_memset(s, 0, sizeof(*s));
 	s->key0 = config->hash_key[0];
 	s->key1 = config->hash_key[1];
+	s->filter = config->cred_filter;
 	s->receiving = receiving;
 	s->state = SCAN_NAME; /* the request line has no value to look at */
 }
@@ -144,7 +160,7 @@ static __always_inline void credential_scan_init(struct scan *s, const struct ap
 static __always_inline void credential_scan(struct scan *s, __u32 len)
 {
 	s->len = len;
-	bpf_loop(len, scan__byte, s, 0);
+	bpf_loop((len + SCAN_CHUNK - 1) / SCAN_CHUNK, scan__chunk, s, 0);
 }
 
 #endif

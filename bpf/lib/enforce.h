@@ -44,6 +44,12 @@ struct {
 	__type(value, struct apiwarden_rule_counters);
 } apiwarden_rule_counters SEC(".maps") __weak;
 
+enum enforce_sender {
+	SENDER_UNKNOWN = 0,  /* not looked up yet */
+	SENDER_CHECKED = 1,  /* a client socket of this node's subtree: sk_msg checks its writes */
+	SENDER_UNCHECKED = 2,
+};
+
 /* Who opened a socket, from sock_ops: connections predating the programs have none. For server
  * sockets while credential rules exist, the receiving-side scan's state between segments. */
 struct enforce_sock {
@@ -54,7 +60,8 @@ struct enforce_sock {
 	__u8 scanning;  /* inside a request head that continues in the next segment */
 	__u8 state;     /* scan state: enum scan_state */
 	__u8 in_space;  /* scan state */
-	__u8 pad[7];
+	__u8 sender;    /* enum enforce_sender: whether the peer's writes are checked at the sender */
+	__u8 pad[6];
 };
 
 struct {

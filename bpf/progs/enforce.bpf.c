@@ -201,6 +201,17 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 		return SK_DROP;
 	if (packet__parse(skb, &pi) != PACKET_TCP || pi.payload_len == 0)
 		return 1;
+	if (!state->scanning) {
+		__u8 start[8] = {};
+
+		len = pi.payload_len < sizeof(start) ? pi.payload_len : sizeof(start);
+		if (bpf_skb_load_bytes(skb, pi.payload_off, start, len) != 0 || !enforce__request_start(start, len))
+			return 1; /* a body, or a protocol that is not HTTP */
+		if (state->sender == SENDER_UNKNOWN)
+			state->sender = enforce__checked_at_sender(skb, &pi) ? SENDER_CHECKED : SENDER_UNCHECKED;
+		if (state->sender == SENDER_CHECKED)
+			return 1;
+	}
 	len = pi.payload_len < SCAN_MAX ? pi.payload_len : SCAN_MAX;
 	buffer = credential_scan_buffer();
 	if (!buffer || bpf_skb_load_bytes(skb, pi.payload_off, buffer->bytes, len) != 0)
@@ -211,8 +222,6 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 		s.word_len = state->word_len;
 		s.state = state->state;
 		s.in_space = state->in_space;
-	} else if (!enforce__request_start(buffer->bytes, len) || enforce__checked_at_sender(skb, &pi)) {
-		return 1; /* a body, a protocol that is not HTTP, or a sender checked already */
 	}
 	credential_scan(&s, len);
 	state->scanning = !s.head_done && !s.found;

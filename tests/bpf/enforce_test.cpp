@@ -245,6 +245,7 @@ class Enforce : public ::testing::Test {
     ASSERT_TRUE(program_->resetCounters(rule_id));
     ASSERT_TRUE(program_->putCredential(hash, rule));
     config->cred_rules++;
+    config->cred_filter |= 1ULL << (hash & 63);
     ASSERT_TRUE(program_->setConfig(*config));
   }
 

@@ -170,8 +170,9 @@ struct apiwarden_enforce_config {
 	__u64 root_cgroup; /* the cgroup the programs are attached to, and its level */
 	__u32 root_level;
 	__u32 pad;
+	__u64 cred_filter; /* bit (hash & 63) of every credential rule: most words skip the map lookup */
 };
-APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_enforce_config) == 40, "abi: enforce config size");
+APIWARDEN_STATIC_ASSERT(sizeof(struct apiwarden_enforce_config) == 48, "abi: enforce config size");
 
 /* apiwarden_rule_counters, per CPU, one slot per rule id. Counted in both modes: a MONITOR rule's
  * counts are what it would have refused. */
