@@ -2,14 +2,16 @@
 server speaking the Kubernetes API's JSON (list, watch, bookmarks, 410), real traffic, records
 that carry pod, namespace, service account, owner, labels, container id and SPIFFE ID."""
 import base64
+import json
 import os
+import shutil
 import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake_kube_api import FakeKubeApi, pod  # noqa: E402
-from harness import IntegrationTest, free_port, wait_for  # noqa: E402
+from harness import BUILD, IntegrationTest, free_port, wait_for  # noqa: E402
 
 NODE = "node-a"
 # One request, then a pause: the process outlives the call, so the agent can read /proc/<pid>/exe.
@@ -111,6 +113,42 @@ contexts:
             raise
         self.assertEqual(recs[0]["workload"]["container_id"], ID_JOB)
         self.assertEqual(recs[0]["workload"]["spiffe_id"], "spiffe://cluster.local/ns/batch/sa/reporter")
+
+    def test_enforcement_names_workloads_by_pod_owner_and_spiffe_id(self):
+        self.api.put(pod(UID_WEB, "web-7d9f8b6c5d-x2x9q", "shop", NODE, "frontend",
+                         {"app": "web", "pod-template-hash": "7d9f8b6c5d"}, ("ReplicaSet", "web-7d9f8b6c5d")))
+        web_pod = systemd_pod(self.root, UID_WEB, "burstable")
+        web = web_pod.child(f"cri-containerd-{ID_WEB}.scope")
+        other, api = self.root.child("other"), self.root.child("api")
+        port = free_port()
+        self.start_nginx(api, port)
+        pins = f"/sys/fs/bpf/apiwarden-it-{os.getpid()}-identity"
+        self.addCleanup(lambda: shutil.rmtree(pins, ignore_errors=True))
+        socket_path = os.path.join(self.workdir, "control.sock")
+        agent = self.start_agent("--kubeconfig", self.kubeconfig, "--node-name", NODE, "--enforce", "enforce",
+                                 "--enforce-pin-dir", pins, "--control-socket", socket_path)
+        wait_for(lambda: "listed 1 pods on node node-a" in agent.log_text() and "control socket" in agent.log_text(),
+                 what="the pod list and the control socket")
+
+        def ctl(*args):
+            p = subprocess.run([os.path.join(BUILD, "bin", "apiwardenctl"), "--socket", socket_path, "--json", *args],
+                               capture_output=True, text=True, timeout=30)
+            return json.loads(p.stdout)
+
+        def connects(cgroup):
+            code = ("import socket, sys\ntry:\n    socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)"
+                    "\n    print('ok')\nexcept OSError as e:\n    print(e.errno)")
+            return self.run_in([sys.executable, "-c", code, str(port)], cgroup).decode().strip()
+        pod_dir = web_pod.path[len(os.path.dirname(self.root.path)):]
+        for name in ("pod:shop/web-7d9f8b6c5d-x2x9q", "owner:shop/Deployment/web",
+                     "spiffe://cluster.local/ns/shop/sa/frontend"):
+            answer = ctl("cut", name)
+            self.assertTrue(answer["ok"], answer)
+            self.assertEqual(answer["rule"]["cgroups"], [pod_dir], "the pod's cgroup, covering its containers")
+            self.assertEqual(connects(web), "1", name)  # EPERM
+            self.assertEqual(connects(other), "ok", name)
+            self.assertTrue(ctl("restore", answer["rule"]["id"])["ok"])
+            self.assertEqual(connects(web), "ok", name)
 
     def test_host_services_are_named_by_systemd_unit_and_process(self):
         unit = self.root.child("system.slice").child("inventory.service")
