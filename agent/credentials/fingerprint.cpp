@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -82,13 +84,29 @@ Result<Fingerprinter> Fingerprinter::load(const std::string& key_file, const std
   return Fingerprinter(std::move(*key));
 }
 
+Fingerprinter::Fingerprinter(std::vector<uint8_t> key) : key_(std::move(key)) {
+  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  mac_.reset(hmac ? EVP_MAC_CTX_new(hmac) : nullptr);
+  EVP_MAC_free(hmac);
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  if (mac_ && EVP_MAC_init(mac_.get(), key_.data(), key_.size(), params) != 1) mac_.reset();  // then: one-shot HMAC()
+}
+
+void Fingerprinter::MacDeleter::operator()(evp_mac_ctx_st* ctx) const { EVP_MAC_CTX_free(ctx); }
+
 Fingerprinter::~Fingerprinter() { wipe(key_.data(), key_.size()); }
 
 std::string Fingerprinter::fingerprint(std::string_view secret) const {
   std::array<uint8_t, EVP_MAX_MD_SIZE> mac{};
-  unsigned int mac_len = 0;
-  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), reinterpret_cast<const uint8_t*>(secret.data()),
-       secret.size(), mac.data(), &mac_len);
+  const auto* bytes = reinterpret_cast<const uint8_t*>(secret.data());
+  size_t mac_len = 0;
+  // A null key re-initialises with the key already set.
+  if (!mac_ || EVP_MAC_init(mac_.get(), nullptr, 0, nullptr) != 1 || EVP_MAC_update(mac_.get(), bytes, secret.size()) != 1 ||
+      EVP_MAC_final(mac_.get(), mac.data(), &mac_len, mac.size()) != 1) {
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), bytes, secret.size(), mac.data(), &len);
+  }
   return hex(mac.data(), kFingerprintBytes);
 }
 

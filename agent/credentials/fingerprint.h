@@ -6,9 +6,12 @@
 #include "apiwarden/common/result.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
+
+struct evp_mac_ctx_st;
 
 namespace apiwarden::credentials {
 
@@ -19,15 +22,22 @@ class Fingerprinter {
   // key_file: the cluster key (e.g. a mounted Kubernetes Secret), used byte for byte minus one
   // trailing newline. Empty: <state_dir>/credential.key, created with 32 random bytes if absent.
   static Result<Fingerprinter> load(const std::string& key_file, const std::string& state_dir);
-  explicit Fingerprinter(std::vector<uint8_t> key) : key_(std::move(key)) {}
+  explicit Fingerprinter(std::vector<uint8_t> key);
   Fingerprinter(Fingerprinter&&) = default;
   ~Fingerprinter();
 
-  // 32 lowercase hex characters.
+  // 32 lowercase hex characters. Not thread-safe: one Fingerprinter per thread.
   std::string fingerprint(std::string_view secret) const;
 
  private:
+  struct MacDeleter {
+    void operator()(evp_mac_ctx_st* ctx) const;
+  };
+
   std::vector<uint8_t> key_;
+  // HMAC keyed once (OpenSSL keeps the padded key's hash state): each fingerprint re-initialises
+  // it instead of fetching the algorithm and hashing the key again.
+  std::unique_ptr<evp_mac_ctx_st, MacDeleter> mac_;
 };
 
 // Overwrites memory that held secret bytes; the compiler may not drop it.

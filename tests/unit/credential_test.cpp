@@ -58,6 +58,13 @@ TEST_F(CredentialTest, FingerprintsAreKeyedStableAndShort) {
             "b0344c61d8db38535ca8afceaf0bf12b");  // RFC 4231 test case 1, truncated
 }
 
+TEST(Fingerprinter, KeepsItsKeyedStateThroughAMove) {
+  Fingerprinter first(std::vector<uint8_t>(20, 0x0b));
+  EXPECT_EQ(first.fingerprint("Hi There"), "b0344c61d8db38535ca8afceaf0bf12b");
+  Fingerprinter moved(std::move(first));
+  EXPECT_EQ(moved.fingerprint("Hi There"), "b0344c61d8db38535ca8afceaf0bf12b");  // RFC 4231 test case 1
+}
+
 TEST_F(CredentialTest, EveryCarrier) {
   struct Case {
     std::string header_or_target;
