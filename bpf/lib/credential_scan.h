@@ -32,6 +32,7 @@ enum scan_state {
 struct scan {
 	__u64 key0, key1;
 	__u64 filter;     /* apiwarden_enforce_config.cred_filter */
+	struct scan_buffer *buffer; /* the bytes (this CPU's scan buffer) */
 	__u64 hash;       /* of the current word */
 	__u32 len;        /* bytes to scan */
 	__u32 word_len;   /* bytes in the current word */
@@ -114,27 +115,13 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 	return 0;
 }
 
-#define SCAN_CHUNK 64 /* bytes per bpf_loop step: the loop's per-step cost is paid once for them */
-
-static long scan__chunk(__u64 chunk, void *ctx)
+static long scan__byte(__u64 index, void *ctx)
 {
 	struct scan *s = ctx;
-	struct scan_buffer *buffer;
-	__u32 zero = 0;
 
-	buffer = bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
-	if (!buffer)
+	if (index >= s->len || !s->buffer)
 		return 1;
-#pragma unroll
-	for (int k = 0; k < SCAN_CHUNK; k++) {
-		__u32 i = chunk * SCAN_CHUNK + k;
-
-		if (i >= s->len)
-			return 1;
-		if (scan__step(s, buffer->bytes[i & (SCAN_MAX - 1)]))
-			return 1;
-	}
-	return 0;
+	return scan__step(s, s->buffer->bytes[index & (SCAN_MAX - 1)]);
 }
 
 static __always_inline struct scan_buffer *credential_scan_buffer(void)
@@ -156,11 +143,12 @@ static __always_inline void credential_scan_init(struct scan *s, const struct ap
 	s->state = SCAN_NAME; /* the request line has no value to look at */
 }
 
-/* Scans the first len bytes of this CPU's scan buffer; s->found is the credential rule they present. */
-static __always_inline void credential_scan(struct scan *s, __u32 len)
+/* Scans the first len bytes of the buffer; s->found is the credential rule they present. */
+static __always_inline void credential_scan(struct scan *s, struct scan_buffer *buffer, __u32 len)
 {
 	s->len = len;
-	bpf_loop((len + SCAN_CHUNK - 1) / SCAN_CHUNK, scan__chunk, s, 0);
+	s->buffer = buffer;
+	bpf_loop(len, scan__byte, s, 0);
 }
 
 #endif

@@ -34,7 +34,7 @@ int apiwarden_enforce_msg(struct sk_msg_md *msg)
 	if (!buffer || bpf_probe_read_kernel(buffer->bytes, len, (void *)(long)msg->data) != 0)
 		return SK_PASS;
 	credential_scan_init(&s, config, false);
-	credential_scan(&s, len);
+	credential_scan(&s, buffer, len);
 	rule = s.found;
 	if (!rule)
 		return SK_PASS;

@@ -223,7 +223,7 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 		s.state = state->state;
 		s.in_space = state->in_space;
 	}
-	credential_scan(&s, len);
+	credential_scan(&s, buffer, len);
 	state->scanning = !s.head_done && !s.found;
 	state->hash = s.hash;
 	state->word_len = s.word_len;
