@@ -208,12 +208,15 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
     if (auto added = p.scope.addClusterCidr(cidr); !added) return added;
   }
   if (options.enforce != "off") {
-    enforce::EnforcerOptions enforce_options{options.enforce == "enforce" ? enforce::Mode::kEnforce : enforce::Mode::kMonitor,
-                                             *mount,
-                                             *root,
-                                             options.enforce_pin_dir,
-                                             options.state_dir + "/enforcement.json",
-                                             options.enforce_default_ttl_s};
+    enforce::EnforcerOptions enforce_options{
+        .mode = options.enforce == "enforce" ? enforce::Mode::kEnforce : enforce::Mode::kMonitor,
+        .cgroup_mount = *mount,
+        .cgroup_root = *root,
+        .pin_dir = options.enforce_pin_dir,
+        .state_path = options.state_dir + "/enforcement.json",
+        .trust_domain = options.trust_domain,
+        .default_ttl_s = options.enforce_default_ttl_s,
+    };
     if (mkdir(options.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return fail(errno, "creating the state dir " + options.state_dir);
     }
@@ -223,7 +226,8 @@ Result<void> build(Pipeline& p, const AgentOptions& options) {
       enforce_options.responses = std::move(*responses);
     }
     if (!p.alerts) logger("enforce")->warn("no --alerts: enforcement audit records go to this log only");
-    auto enforcer = enforce::Enforcer::open(enforce_options, *p.workloads, p.alerts.get(), p.clock);
+    auto enforcer = enforce::Enforcer::open(enforce_options, *p.workloads, p.pod_watcher ? &p.pods : nullptr,
+                                            p.alerts.get(), p.clock);
     if (!enforcer) return std::unexpected(std::move(enforcer.error()).context("starting enforcement"));
     p.enforcer = std::move(*enforcer);
     p.credentials->setTokenHashKey(p.enforcer->tokenHashKey());

@@ -95,12 +95,13 @@ std::string_view toString(Direction direction) {
 }
 
 Result<std::unique_ptr<Enforcer>> Enforcer::open(const EnforcerOptions& options, identity::WorkloadResolver& workloads,
-                                                 detect::AlertLog* audit, const Clock& clock) {
+                                                 const identity::PodCache* pods, detect::AlertLog* audit,
+                                                 const Clock& clock) {
   if (fs::path(options.cgroup_root) == fs::path(options.cgroup_mount)) {
     return fail(EINVAL, "enforcement attaches below the cgroup hierarchy's root only: give --cgroup-root "
                         "(e.g. " + options.cgroup_mount + "/kubepods.slice)");
   }
-  std::unique_ptr<Enforcer> enforcer(new Enforcer(options, workloads, audit, clock));
+  std::unique_ptr<Enforcer> enforcer(new Enforcer(options, workloads, pods, audit, clock));
   auto program = loader::EnforceProgram::open({options.cgroup_mount, options.cgroup_root, options.pin_dir});
   if (!program) return std::unexpected(std::move(program.error()).context("loading the enforcement programs"));
   enforcer->program_ = std::move(*program);
@@ -203,6 +204,34 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Enforcer::resolveWorkload(
   return out;
 }
 
+// A destination: an address or CIDR (destination.h), or a workload (pod:<ns>/<name>,
+// owner:<ns>/<Kind>/<name>, spiffe://...) that stands for its pods' own addresses, every port,
+// as the Kubernetes API knows them when the rule is made.
+Result<std::vector<Destination>> Enforcer::resolveDestination(const std::string& text) const {
+  if (!text.starts_with("pod:") && !text.starts_with("owner:") && !text.starts_with("spiffe://")) {
+    auto dest = parseDestination(text);
+    if (!dest) return std::unexpected(dest.error());
+    return std::vector<Destination>{*dest};
+  }
+  if (!pods_) return fail(EINVAL, "destination '" + text + "' names a workload, but the agent has no Kubernetes API");
+  std::vector<Destination> out;
+  for (const auto& pod : pods_->all()) {
+    bool match = text == "pod:" + pod.ns + "/" + pod.name ||
+                 (!pod.owner_kind.empty() && text == "owner:" + pod.ns + "/" + pod.owner_kind + "/" + pod.owner_name) ||
+                 text == "spiffe://" + options_.trust_domain + "/ns/" + pod.ns + "/sa/" + pod.service_account;
+    if (!match) continue;
+    for (const auto& ip : pod.ips) {
+      auto dest = parseDestination(ip);
+      if (dest) out.push_back(*dest);
+    }
+  }
+  if (out.empty()) {
+    return fail(ENOENT, "destination '" + text + "': no pod of it with an address of its own is known "
+                        "(unknown, not scheduled yet, or on the host network: give its address and port)");
+  }
+  return out;
+}
+
 // What every action takes: reason, who asked, expiry, mode.
 Result<void> Enforcer::common(const json& request, const std::string& actor, Rule& rule) {
   rule.reason = optionalString(request, "reason");
@@ -237,15 +266,17 @@ Result<json> Enforcer::cut(const json& request, const std::string& actor) {
   rule.direction = *direction;
   for (const auto& item : request.value("destinations", json::array())) {
     if (!item.is_string()) return fail(EINVAL, "destinations must be strings");
-    auto dest = parseDestination(item.get<std::string>());
-    if (!dest) return std::unexpected(dest.error());
-    for (const auto& other : rule.destinations) {
-      if ((covers(other, *dest) || covers(*dest, other)) && other.port != dest->port) {
-        return fail(EINVAL, "conflicting destinations " + other.text + " and " + dest->text +
-                                ": overlapping ranges must name the same port (one rule per range)");
+    auto dests = resolveDestination(item.get<std::string>());
+    if (!dests) return std::unexpected(dests.error());
+    for (const auto& dest : *dests) {
+      for (const auto& other : rule.destinations) {
+        if ((covers(other, dest) || covers(dest, other)) && other.port != dest.port) {
+          return fail(EINVAL, "conflicting destinations " + other.text + " and " + dest.text +
+                                  ": overlapping ranges must name the same port (one rule per range)");
+        }
       }
+      rule.destinations.push_back(dest);
     }
-    rule.destinations.push_back(*dest);
   }
   if (!rule.destinations.empty() && rule.direction != Direction::kEgress) {
     return fail(EINVAL, "destinations apply to egress cuts only");

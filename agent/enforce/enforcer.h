@@ -37,6 +37,7 @@ struct EnforcerOptions {
   std::string cgroup_root;   // absolute directory the programs attach to (below the mount)
   std::string pin_dir = "/sys/fs/bpf/apiwarden";
   std::string state_path;    // rule metadata (JSON), e.g. <state-dir>/enforcement.json
+  std::string trust_domain = "cluster.local";  // of SPIFFE IDs naming destinations
   uint64_t default_ttl_s = 3600;
   std::vector<ResponsePolicy> responses;  // auto-response policies; empty: none
 };
@@ -72,8 +73,10 @@ struct EnforcerStats {
 class Enforcer {
  public:
   // audit may be null (audit records then go to the agent's log only).
+  // pods (may be null): the pods of this node, for destinations named as workloads.
   static Result<std::unique_ptr<Enforcer>> open(const EnforcerOptions& options, identity::WorkloadResolver& workloads,
-                                                detect::AlertLog* audit, const Clock& clock);
+                                                const identity::PodCache* pods, detect::AlertLog* audit,
+                                                const Clock& clock);
 
   // One control request ({"op": "cut"|"restore"|"revoke"|"bind"|"list"|"status", ...}); actor
   // names who sent it (from the socket's peer credentials). Never throws.
@@ -94,9 +97,9 @@ class Enforcer {
   const std::map<uint32_t, Rule>& rules() const { return rules_; }
 
  private:
-  Enforcer(const EnforcerOptions& options, identity::WorkloadResolver& workloads, detect::AlertLog* audit,
-           const Clock& clock)
-      : options_(options), workloads_(workloads), audit_(audit), clock_(clock) {}
+  Enforcer(const EnforcerOptions& options, identity::WorkloadResolver& workloads, const identity::PodCache* pods,
+           detect::AlertLog* audit, const Clock& clock)
+      : options_(options), workloads_(workloads), pods_(pods), audit_(audit), clock_(clock) {}
 
   Result<void> restoreState();
   Result<nlohmann::json> cut(const nlohmann::json& request, const std::string& actor);
@@ -105,6 +108,7 @@ class Enforcer {
   nlohmann::json status() const;
 
   Result<std::vector<std::pair<uint64_t, std::string>>> resolveWorkload(const std::string& name);
+  Result<std::vector<Destination>> resolveDestination(const std::string& text) const;
   Result<void> common(const nlohmann::json& request, const std::string& actor, Rule& rule);
   Result<uint32_t> freeSlot() const;
   Result<void> add(const Rule& rule);
@@ -119,6 +123,7 @@ class Enforcer {
 
   EnforcerOptions options_;
   identity::WorkloadResolver& workloads_;
+  const identity::PodCache* pods_;
   detect::AlertLog* audit_;
   const Clock& clock_;
   std::unique_ptr<loader::EnforceProgram> program_;

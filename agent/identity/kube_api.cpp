@@ -182,6 +182,16 @@ std::optional<PodInfo> parsePod(const nlohmann::json& object) {
       pod.owner_name = str(owner, "name");
     }
   }
+  auto status = object.value("status", nlohmann::json::object());
+  bool host_network = spec.value("hostNetwork", false);  // then the addresses are the node's, not its own
+  if (status.is_object() && !host_network) {
+    if (auto ips = status.find("podIPs"); ips != status.end() && ips->is_array()) {
+      for (const auto& ip : *ips) {
+        if (ip.is_object() && pod.ips.size() < 4 && !str(ip, "ip").empty()) pod.ips.push_back(str(ip, "ip"));
+      }
+    }
+    if (pod.ips.empty() && !str(status, "podIP").empty()) pod.ips.push_back(str(status, "podIP"));
+  }
   // A ReplicaSet named <deployment>-<pod-template-hash> belongs to that Deployment.
   auto hash = pod.labels.find("pod-template-hash");
   if (pod.owner_kind == "ReplicaSet" && hash != pod.labels.end() && pod.owner_name.ends_with("-" + hash->second)) {
@@ -189,6 +199,14 @@ std::optional<PodInfo> parsePod(const nlohmann::json& object) {
     pod.owner_name.resize(pod.owner_name.size() - hash->second.size() - 1);
   }
   return pod;
+}
+
+std::vector<PodInfo> PodCache::all() const {
+  std::shared_lock lock(mutex_);
+  std::vector<PodInfo> out;
+  out.reserve(pods_.size());
+  for (const auto& [uid, pod] : pods_) out.push_back(pod);
+  return out;
 }
 
 std::optional<PodInfo> PodCache::find(const std::string& uid) const {

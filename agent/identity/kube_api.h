@@ -35,6 +35,7 @@ struct PodInfo {
   std::string uid, name, ns, service_account, node;
   std::string owner_kind, owner_name;  // the controller: a Deployment rather than its ReplicaSet
   std::map<std::string, std::string> labels;
+  std::vector<std::string> ips;  // status.podIPs (or podIP): the pod's own addresses
   std::string resource_version;
 };
 
@@ -44,6 +45,7 @@ std::optional<PodInfo> parsePod(const nlohmann::json& object);
 class PodCache {
  public:
   std::optional<PodInfo> find(const std::string& uid) const;
+  std::vector<PodInfo> all() const;
   void replaceAll(std::vector<PodInfo> pods);
   void upsert(PodInfo pod);
   void erase(const std::string& uid);

@@ -117,6 +117,9 @@ contexts:
     def test_enforcement_names_workloads_by_pod_owner_and_spiffe_id(self):
         self.api.put(pod(UID_WEB, "web-7d9f8b6c5d-x2x9q", "shop", NODE, "frontend",
                          {"app": "web", "pod-template-hash": "7d9f8b6c5d"}, ("ReplicaSet", "web-7d9f8b6c5d")))
+        db = pod(UID_DB, "db-0", "shop", NODE, "api", {"app": "db"}, ("StatefulSet", "db"))
+        db["status"]["podIP"] = "127.0.0.2"
+        self.api.put(db)
         web_pod = systemd_pod(self.root, UID_WEB, "burstable")
         web = web_pod.child(f"cri-containerd-{ID_WEB}.scope")
         other, api = self.root.child("other"), self.root.child("api")
@@ -127,7 +130,7 @@ contexts:
         socket_path = os.path.join(self.workdir, "control.sock")
         agent = self.start_agent("--kubeconfig", self.kubeconfig, "--node-name", NODE, "--enforce", "enforce",
                                  "--enforce-pin-dir", pins, "--control-socket", socket_path)
-        wait_for(lambda: "listed 1 pods on node node-a" in agent.log_text() and "control socket" in agent.log_text(),
+        wait_for(lambda: "listed 2 pods on node node-a" in agent.log_text() and "control socket" in agent.log_text(),
                  what="the pod list and the control socket")
 
         def ctl(*args):
@@ -135,10 +138,10 @@ contexts:
                                capture_output=True, text=True, timeout=30)
             return json.loads(p.stdout)
 
-        def connects(cgroup):
-            code = ("import socket, sys\ntry:\n    socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)"
+        def connects(cgroup, host="127.0.0.1"):
+            code = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[2], int(sys.argv[1])), 2)"
                     "\n    print('ok')\nexcept OSError as e:\n    print(e.errno)")
-            return self.run_in([sys.executable, "-c", code, str(port)], cgroup).decode().strip()
+            return self.run_in([sys.executable, "-c", code, str(port), host], cgroup).decode().strip()
         pod_dir = web_pod.path[len(os.path.dirname(self.root.path)):]
         for name in ("pod:shop/web-7d9f8b6c5d-x2x9q", "owner:shop/Deployment/web",
                      "spiffe://cluster.local/ns/shop/sa/frontend"):
@@ -149,6 +152,16 @@ contexts:
             self.assertEqual(connects(other), "ok", name)
             self.assertTrue(ctl("restore", answer["rule"]["id"])["ok"])
             self.assertEqual(connects(web), "ok", name)
+
+        # A destination named as a workload: its pods' own addresses (the db pod has 127.0.0.2).
+        answer = ctl("cut", "pod:shop/web-7d9f8b6c5d-x2x9q", "--to", "pod:shop/db-0")
+        self.assertTrue(answer["ok"], answer)
+        self.assertEqual(answer["rule"]["destinations"], ["127.0.0.2"])
+        self.assertEqual(connects(web, "127.0.0.2"), "1", "EPERM towards db")
+        self.assertEqual(connects(other, "127.0.0.2"), "111", "others reach it (nothing listens: refused)")
+        self.assertEqual(connects(web), "ok", "other destinations stay open")
+        self.assertIn("no pod of it", ctl("cut", "cgroup:" + other.path[len(os.path.dirname(self.root.path)):],
+                                          "--to", "pod:shop/nope")["error"])
 
     def test_host_services_are_named_by_systemd_unit_and_process(self):
         unit = self.root.child("system.slice").child("inventory.service")
