@@ -18,7 +18,6 @@ Prints the ratio on/off last (target >= 0.90).
 usage: python3 bench/credential_overhead.py [--rounds 10] [--seconds 4] [--connections 4]
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness  # noqa: E402
 
-CTL = os.path.join(harness.BUILD, "bin", "apiwardenctl")
 BENIGN = "tok-bench-benign-4f1c9a"
 REVOKED = "tok-bench-revoked-7d02e5"
 QUIET_CORES = 0.25
@@ -50,10 +48,8 @@ class Bench:
         self.records = f"/dev/shm/apiwarden-bench-{os.getpid()}.jsonl"
 
     def ctl(self, *args):
-        p = subprocess.run([CTL, "--socket", self.socket, "--json", *args], capture_output=True, text=True,
-                           timeout=30)
-        answer = json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
-        if p.returncode != 0 or not answer.get("ok"):
+        code, answer = harness.apiwardenctl(self.socket, *args)
+        if code != 0 or not answer.get("ok"):
             raise RuntimeError(f"apiwardenctl {' '.join(args)}: {answer}")
         return answer
 

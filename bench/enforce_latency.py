@@ -39,7 +39,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import harness  # noqa: E402
 
-CTL = os.path.join(harness.BUILD, "bin", "apiwardenctl")
 PROBER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforce_prober.c")
 SO_RCVBUFFORCE = 33
 LOG_ENTRY = struct.Struct("<Qii")  # send time ns, errno, pad (enforce_prober.c struct send_log)
@@ -72,10 +71,8 @@ class Bench:
         subprocess.run(["cc", "-O2", "-Wall", "-o", self.prober, PROBER_SOURCE], check=True)
 
     def ctl(self, *args):
-        p = subprocess.run([CTL, "--socket", self.socket, "--json", *args], capture_output=True, text=True,
-                           timeout=30)
-        answer = json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
-        if p.returncode != 0 or not answer.get("ok"):
+        code, answer = harness.apiwardenctl(self.socket, *args)
+        if code != 0 or not answer.get("ok"):
             raise RuntimeError(f"apiwardenctl {' '.join(args)}: {answer}")
         return answer
 

@@ -19,6 +19,15 @@ import unittest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("APIWARDEN_BUILD", os.path.join(REPO, "build"))
 AGENT = os.path.join(BUILD, "bin", "apiwarden-agent")
+CTL = os.path.join(BUILD, "bin", "apiwardenctl")
+
+
+def apiwardenctl(socket_path, *args):
+    """Runs apiwardenctl --json against an agent's control socket: (exit code, the agent's answer as a
+    dict, or {"ok": False, "error": <stderr>} when there was none)."""
+    p = subprocess.run([CTL, "--socket", socket_path, "--json", *args], capture_output=True, text=True, timeout=30)
+    answer = json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
+    return p.returncode, answer
 
 
 def cgroup2_mount():

@@ -10,9 +10,8 @@ import subprocess
 import time
 import unittest
 
-from harness import BUILD, IntegrationTest, free_port, wait_for
+from harness import CTL, IntegrationTest, apiwardenctl, free_port, wait_for
 
-CTL = os.path.join(BUILD, "bin", "apiwardenctl")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enforce_client.py")
 
 
@@ -39,10 +38,10 @@ class EnforceTest(IntegrationTest):
         return agent
 
     def ctl(self, *args, check=True):
-        p = subprocess.run([CTL, "--socket", self.socket, "--json", *args], capture_output=True, text=True, timeout=30)
-        if check and p.returncode != 0:
-            raise AssertionError(f"apiwardenctl {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}")
-        return json.loads(p.stdout) if p.stdout.strip() else {"ok": False, "error": p.stderr}
+        code, answer = apiwardenctl(self.socket, *args)
+        if check and code != 0:
+            raise AssertionError(f"apiwardenctl {' '.join(args)} failed ({code}): {answer}")
+        return answer
 
     def client(self, cgroup, *args):
         return self.spawn(["python3", CLIENT, "--port", str(self.port), *args], cgroup, stdout=subprocess.PIPE)

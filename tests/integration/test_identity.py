@@ -2,7 +2,6 @@
 server speaking the Kubernetes API's JSON (list, watch, bookmarks, 410), real traffic, records
 that carry pod, namespace, service account, owner, labels, container id and SPIFFE ID."""
 import base64
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fake_kube_api import FakeKubeApi, pod  # noqa: E402
-from harness import BUILD, IntegrationTest, free_port, wait_for  # noqa: E402
+from harness import IntegrationTest, apiwardenctl, free_port, wait_for  # noqa: E402
 
 NODE = "node-a"
 # One request, then a pause: the process outlives the call, so the agent can read /proc/<pid>/exe.
@@ -134,9 +133,7 @@ contexts:
                  what="the pod list and the control socket")
 
         def ctl(*args):
-            p = subprocess.run([os.path.join(BUILD, "bin", "apiwardenctl"), "--socket", socket_path, "--json", *args],
-                               capture_output=True, text=True, timeout=30)
-            return json.loads(p.stdout)
+            return apiwardenctl(socket_path, *args)[1]
 
         def connects(cgroup, host="127.0.0.1"):
             code = ("import socket, sys\ntry:\n    socket.create_connection((sys.argv[2], int(sys.argv[1])), 2)"
