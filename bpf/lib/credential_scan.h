@@ -35,6 +35,7 @@ struct scan {
 	struct scan_buffer *buffer; /* the bytes (this CPU's scan buffer) */
 	__u64 hash;       /* of the current word */
 	__u32 len;        /* bytes to scan */
+	__u32 word_at;    /* offset of the 8-byte word scan__word passes to scan__byte */
 	__u32 word_len;   /* bytes in the current word */
 	__u8 state;       /* enum scan_state */
 	__u8 in_space;    /* the last byte was a space or tab: the next byte starts a word */
@@ -115,13 +116,60 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 	return 0;
 }
 
-static long scan__byte(__u64 index, void *ctx)
+/* The byte at the word's offset k (scan__word's slow path), one bpf_loop step each. */
+static long scan__byte(__u64 k, void *ctx)
 {
 	struct scan *s = ctx;
+	__u32 i = s->word_at + k;
 
-	if (index >= s->len || !s->buffer)
+	if (i >= s->len || !s->buffer)
 		return 1;
-	return scan__step(s, s->buffer->bytes[index & (SCAN_MAX - 1)]);
+	return scan__step(s, s->buffer->bytes[i & (SCAN_MAX - 1)]);
+}
+
+#define SCAN_ONES 0x0101010101010101ULL
+/* Whether any byte of w is c. */
+static __always_inline bool scan__has(__u64 w, __u8 c)
+{
+	__u64 x = w ^ (SCAN_ONES * c);
+
+	return ((x - SCAN_ONES) & ~x & (SCAN_ONES << 7)) != 0;
+}
+
+/*
+ * Eight bytes per bpf_loop step: inside a header name (or the request line) a word without LF or
+ * colon is skipped, inside a value a word without blanks or line ends is hashed at once; other
+ * words go byte by byte.
+ */
+static long scan__word(__u64 index, void *ctx)
+{
+	struct scan *s = ctx;
+	__u32 at = index * 8;
+	__u64 w;
+
+	if (at >= s->len || !s->buffer)
+		return 1;
+	if (at + 8 <= s->len) {
+		w = *(__u64 *)&s->buffer->bytes[at & (SCAN_MAX - 8)];
+		if (s->state == SCAN_NAME && !scan__has(w, '\n') && !scan__has(w, ':'))
+			return 0;
+		if (s->state == SCAN_VALUE && !scan__has(w, '\n') && !scan__has(w, '\r') && !scan__has(w, ' ') &&
+		    !scan__has(w, '\t')) {
+			if (s->in_space) {
+				s->hash = s->key0;
+				s->word_len = 0;
+				s->in_space = 0;
+			}
+#pragma unroll
+			for (int k = 0; k < 8; k++)
+				s->hash = apiwarden_cred_hash_step(s->hash, (w >> (8 * k)) & 0xff); /* little-endian */
+			s->word_len += 8;
+			return 0;
+		}
+	}
+	s->word_at = at;
+	bpf_loop(8, scan__byte, s, 0);
+	return s->found || s->head_done ? 1 : 0;
 }
 
 static __always_inline struct scan_buffer *credential_scan_buffer(void)
@@ -148,7 +196,7 @@ static __always_inline void credential_scan(struct scan *s, struct scan_buffer *
 {
 	s->len = len;
 	s->buffer = buffer;
-	bpf_loop(len, scan__byte, s, 0);
+	bpf_loop((len + 7) / 8, scan__word, s, 0);
 }
 
 #endif

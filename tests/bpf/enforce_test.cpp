@@ -402,6 +402,20 @@ TEST_F(Enforce, RevokedTokenIsRefusedAtTheSendersWrite) {
   EXPECT_EQ(counters(2).requests, 4u);
 }
 
+TEST_F(Enforce, LongTokensAreMatchedAtEveryAlignment) {
+  Listener server(AF_INET);
+  std::string token = "eyJhbGciOiJIUzI1NiJ9." + std::string(90, 'x') + ".sig-0123456789";  // a JWT's length class
+  refuse(token, 0);
+  for (int pad = 0; pad < 8; ++pad) {
+    std::string padding = "X-Pad: " + std::string(static_cast<size_t>(pad), 'p');
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, request(padding + "\r\nAuthorization: Bearer " + token)), EACCES)
+        << "offset " << pad;
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, request(padding + "\r\nAuthorization: Bearer " + token + "y")), 0)
+        << "offset " << pad;
+  }
+  EXPECT_EQ(counters(2).requests, 8u);
+}
+
 TEST_F(Enforce, RevokeReachesConnectionsOpenedBeforeIt) {
   Listener server(AF_INET);
   int go[2], done[2];
