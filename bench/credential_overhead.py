@@ -48,10 +48,7 @@ class Bench:
         self.records = f"/dev/shm/apiwarden-bench-{os.getpid()}.jsonl"
 
     def ctl(self, *args):
-        code, answer = harness.apiwardenctl(self.socket, *args)
-        if code != 0 or not answer.get("ok"):
-            raise RuntimeError(f"apiwardenctl {' '.join(args)}: {answer}")
-        return answer
+        return harness.apiwardenctl_ok(self.socket, *args)
 
     def start(self):
         self.ws.start_nginx(self.server, self.port)

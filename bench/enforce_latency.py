@@ -71,10 +71,7 @@ class Bench:
         subprocess.run(["cc", "-O2", "-Wall", "-o", self.prober, PROBER_SOURCE], check=True)
 
     def ctl(self, *args):
-        code, answer = harness.apiwardenctl(self.socket, *args)
-        if code != 0 or not answer.get("ok"):
-            raise RuntimeError(f"apiwardenctl {' '.join(args)}: {answer}")
-        return answer
+        return harness.apiwardenctl_ok(self.socket, *args)
 
     def start(self):
         listener = self.ws.spawn([self.prober, "listen"], self.peer, stdout=subprocess.PIPE)

@@ -30,6 +30,14 @@ def apiwardenctl(socket_path, *args):
     return p.returncode, answer
 
 
+def apiwardenctl_ok(socket_path, *args):
+    """apiwardenctl that must succeed: the agent's answer, or RuntimeError."""
+    code, answer = apiwardenctl(socket_path, *args)
+    if code != 0 or not answer.get("ok"):
+        raise RuntimeError(f"apiwardenctl {' '.join(args)}: {answer}")
+    return answer
+
+
 def cgroup2_mount():
     with open("/proc/self/mountinfo") as f:
         for line in f:
