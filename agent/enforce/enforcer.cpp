@@ -4,7 +4,6 @@
 #include "apiwarden/common/log.h"
 #include "apiwarden/common/state_file.h"
 
-#include <sys/stat.h>
 #include <time.h>
 
 #include <filesystem>
@@ -167,9 +166,9 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Enforcer::resolveWorkload(
     if (!inside(dir)) {
       return fail(EINVAL, "workload '" + name + "' is outside the enforced cgroup subtree " + options_.cgroup_root);
     }
-    struct stat st {};
-    if (stat(dir.c_str(), &st) != 0) return fail(errno, "stat " + dir.string());
-    out.emplace_back(st.st_ino, dir.string().substr(options_.cgroup_mount.size()));
+    auto id = identity::CgroupResolver::idOf(dir);
+    if (!id) return std::unexpected(id.error());
+    out.emplace_back(*id, dir.string().substr(options_.cgroup_mount.size()));
     return out;
   }
   auto matches = [&name](const records::Workload& w) -> bool {
@@ -191,10 +190,9 @@ Result<std::vector<std::pair<uint64_t, std::string>>> Enforcer::resolveWorkload(
       it.disable_recursion_pending();
       continue;
     }
-    struct stat st {};
-    if (stat(it->path().c_str(), &st) != 0) continue;
-    if (!matches(workloads_.describe(st.st_ino))) continue;
-    out.emplace_back(st.st_ino, it->path().string().substr(options_.cgroup_mount.size()));
+    auto id = identity::CgroupResolver::idOf(it->path());
+    if (!id || !matches(workloads_.describe(*id))) continue;
+    out.emplace_back(*id, it->path().string().substr(options_.cgroup_mount.size()));
     it.disable_recursion_pending();  // the rule covers what is below
     if (out.size() > kMaxCgroupsPerRule) return fail(E2BIG, "workload '" + name + "' spans too many cgroups");
   }
@@ -711,51 +709,52 @@ Result<void> Enforcer::restoreState() {
   }
   for (uint32_t slot : expired) remove(slot, "expired", "apiwarden-agent (ttl, while stopped)");
 
+  // A kernel entry whose rule has no metadata (a lost or rejected state file) becomes a rule of its
+  // own; a cut entry of a known cut rule's slot joins that rule (it enforces: it is listed and can be
+  // restored). Only entries no rule can own are removed.
+  auto adopt = [&](uint32_t slot, Action action, uint32_t flags) -> Rule* {
+    if (slot == 0 || slot >= APIWARDEN_ENFORCE_MAX_RULES) return nullptr;
+    auto [it, inserted] = rules_.try_emplace(slot);
+    if (inserted) {
+      Rule& rule = it->second;
+      rule.slot = slot;
+      rule.id = "r" + std::to_string(slot);
+      rule.action = action;
+      rule.mode = flags & APIWARDEN_RULE_MONITOR ? Mode::kMonitor : Mode::kEnforce;
+      rule.reason = "found in the pinned maps without saved metadata";
+      rule.actor = "unknown";
+      log->warn("adopted {} ({}) from the pinned maps without metadata", rule.id, toString(action));
+    }
+    return it->second.action == action || (action != Action::kCut && it->second.action != Action::kCut)
+               ? &it->second
+               : nullptr;
+  };
   auto cuts = program_->cuts();
   if (!cuts) return std::unexpected(cuts.error());
   for (const auto& [cgroup_id, cut] : *cuts) {
-    auto it = rules_.find(cut.rule_id);
-    if (it != rules_.end() && it->second.action == Action::kCut) {
-      bool known = std::any_of(it->second.cgroups.begin(), it->second.cgroups.end(),
-                               [id = cgroup_id](const auto& c) { return c.first == id; });
-      if (known) continue;
-    }
-    if (it == rules_.end() && cut.rule_id > 0 && cut.rule_id < APIWARDEN_ENFORCE_MAX_RULES) {
-      Rule rule;
-      rule.slot = cut.rule_id;
-      rule.id = "r" + std::to_string(cut.rule_id);
-      rule.action = Action::kCut;
-      rule.mode = cut.flags & APIWARDEN_RULE_MONITOR ? Mode::kMonitor : Mode::kEnforce;
-      auto path = workloads_.describe(cgroup_id).cgroup_path;
-      rule.workload = "cgroup:" + path.value_or("?");
-      rule.cgroups.emplace_back(cgroup_id, path.value_or(""));
-      rule.direction = (cut.flags & APIWARDEN_RULE_INGRESS) ? ((cut.flags & APIWARDEN_RULE_EGRESS) ? Direction::kBoth : Direction::kIngress) : Direction::kEgress;
-      rule.reason = "found in the pinned maps without saved metadata";
-      rule.actor = "unknown";
-      rules_[rule.slot] = rule;
-      log->warn("adopted {} (cut of cgroup id {}) from the pinned maps without metadata", rule.id, cgroup_id);
+    Rule* rule = adopt(cut.rule_id, Action::kCut, cut.flags);
+    if (!rule) {
+      log->warn("removing a stray cut entry for cgroup id {} (rule id {})", cgroup_id, cut.rule_id);
+      (void)program_->deleteCut(cgroup_id);
       continue;
     }
-    // An entry no rule accounts for: not ours to keep.
-    log->warn("removing a stray cut entry for cgroup id {} (rule id {})", cgroup_id, cut.rule_id);
-    (void)program_->deleteCut(cgroup_id);
+    bool known = std::any_of(rule->cgroups.begin(), rule->cgroups.end(),
+                             [id = cgroup_id](const auto& c) { return c.first == id; });
+    if (known) continue;
+    auto path = workloads_.describe(cgroup_id).cgroup_path;
+    if (rule->workload.empty()) {
+      rule->workload = "cgroup:" + path.value_or("?");
+      bool ingress = cut.flags & APIWARDEN_RULE_INGRESS, egress = cut.flags & APIWARDEN_RULE_EGRESS;
+      rule->direction = ingress && egress ? Direction::kBoth : ingress ? Direction::kIngress : Direction::kEgress;
+    }
+    rule->cgroups.emplace_back(cgroup_id, path.value_or(""));
   }
   auto credentials = program_->credentials();
   if (!credentials) return std::unexpected(credentials.error());
   for (const auto& [hash, cred] : *credentials) {
-    auto it = rules_.find(cred.rule_id);
-    if (it != rules_.end() && it->second.token_hash == hash) continue;
-    if (it == rules_.end() && cred.rule_id > 0 && cred.rule_id < APIWARDEN_ENFORCE_MAX_RULES) {
-      Rule rule;
-      rule.slot = cred.rule_id;
-      rule.id = "r" + std::to_string(cred.rule_id);
-      rule.action = cred.flags & APIWARDEN_RULE_BIND ? Action::kBind : Action::kRevoke;
-      rule.mode = cred.flags & APIWARDEN_RULE_MONITOR ? Mode::kMonitor : Mode::kEnforce;
-      rule.token_hash = hash;
-      rule.reason = "found in the pinned maps without saved metadata";
-      rule.actor = "unknown";
-      rules_[rule.slot] = rule;
-      log->warn("adopted {} (credential rule) from the pinned maps without metadata", rule.id);
+    Rule* rule = adopt(cred.rule_id, cred.flags & APIWARDEN_RULE_BIND ? Action::kBind : Action::kRevoke, cred.flags);
+    if (rule && (rule->token_hash == hash || rule->token_hash == 0)) {
+      rule->token_hash = hash;
       continue;
     }
     log->warn("removing a stray credential entry (rule id {})", cred.rule_id);

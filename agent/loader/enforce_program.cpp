@@ -1,5 +1,6 @@
 #include "agent/loader/enforce_program.h"
 
+#include "agent/identity/cgroup_resolver.h"
 #include "agent/loader/capture_program.h"
 #include "apiwarden/common/log.h"
 #include "apiwarden_enforce.skel.h"
@@ -42,12 +43,6 @@ Result<void> preparePinDir(const std::string& pin_dir) {
     if (::mkdir(sub.c_str(), 0700) != 0 && errno != EEXIST) return fail(errno, "creating " + sub.string());
   }
   return {};
-}
-
-Result<uint64_t> cgroupIdOf(int cgroup_fd, const std::string& dir) {
-  struct stat st {};
-  if (fstat(cgroup_fd, &st) != 0) return fail(errno, "stat " + dir);
-  return static_cast<uint64_t>(st.st_ino);  // a cgroup v2 directory's inode number is its id
 }
 
 }  // namespace
@@ -96,14 +91,11 @@ Result<void> EnforceProgram::initConfig(const EnforceOptions& options) {
 }
 
 Result<void> EnforceProgram::attach(const std::string& cgroup_dir) {
+  auto id = identity::CgroupResolver::idOf(cgroup_dir);
+  if (!id) return std::unexpected(id.error());
+  cgroup_id_ = *id;
   int cgroup_fd = ::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (cgroup_fd < 0) return fail(errno, "opening cgroup " + cgroup_dir);
-  auto id = cgroupIdOf(cgroup_fd, cgroup_dir);
-  if (!id) {
-    ::close(cgroup_fd);
-    return std::unexpected(id.error());
-  }
-  cgroup_id_ = *id;
 
   // The sk_msg program first: sockets take the sockhash's programs when they join it.
   bpf_program* msg = skel_->progs.apiwarden_enforce_msg;

@@ -260,8 +260,11 @@ class AutoResponseTest(EnforceTest):
 
 class RestartTest(EnforceTest):
     def test_corrupt_state_is_set_aside_and_the_pinned_rules_adopted(self):
+        # r2 spans two cgroups (one systemd unit name under two parents): both stay in one adopted rule.
+        units = [self.a.child("job.service"), self.b.child("job.service")]
         self.start()
         self.ctl("cut", self.cgroup_name(self.a), "--permanent", "--reason", "kept in the kernel")
+        self.assertEqual(len(self.ctl("cut", "unit:job.service", "--permanent")["rule"]["cgroups"]), 2)
         self.assertEqual(self.agent.stop(), 0)
         state = os.path.join(self.workdir, "state", "enforcement.json")
         with open(state, "w") as f:
@@ -274,8 +277,13 @@ class RestartTest(EnforceTest):
         self.assertEqual(len(aside), 1)
         rules = self.ctl("list")["rules"]
         self.assertEqual([(r["id"], r["action"], r["reason"]) for r in rules],
-                         [("r1", "cut", "found in the pinned maps without saved metadata")])
+                         [("r1", "cut", "found in the pinned maps without saved metadata"),
+                          ("r2", "cut", "found in the pinned maps without saved metadata")])
         self.assertEqual(rules[0]["workload"], self.cgroup_name(self.a))
+        self.assertEqual(sorted(rules[1]["cgroups"]), sorted(self.cgroup_name(u)[len("cgroup:"):] for u in units))
+        for unit in units:
+            probe = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1"], unit))
+            self.assertEqual(probe["errors"], {"EPERM": 1})
         self.ctl("restore", "r1")
         probe = json.loads(self.run_in(["python3", CLIENT, "--port", str(self.port), "--count", "1"], self.a))
         self.assertEqual(probe["ok"], 1)
