@@ -2,11 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
 namespace apiwarden::records {
 namespace {
+
+using Out = JsonBuffer;
+
+void append(Out& out, std::string_view s) { out.append(s); }
 
 // Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one.
 size_t utf8Length(std::string_view s, size_t i) {
@@ -22,20 +27,20 @@ size_t utf8Length(std::string_view s, size_t i) {
   return n;
 }
 
-void appendUint(std::string& out, uint64_t value) {
+void appendUint(Out& out, uint64_t value) {
   fmt::format_int text(value);
-  out.append(text.data(), text.size());
+  out.append({text.data(), text.size()});
 }
 
 bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
 
 // Appends s as a JSON string: escapes quotes, backslashes and controls; invalid UTF-8 -> U+FFFD.
-void appendString(std::string& out, std::string_view s) {
+void appendString(Out& out, std::string_view s) {
   out.push_back('"');
   for (size_t i = 0; i < s.size();) {
     size_t run = i;
     while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
-    out.append(s.data() + i, run - i);  // the common case: one bulk append
+    out.append(s.substr(i, run - i));  // the common case: one bulk append
     if (run == s.size()) break;
     i = run;
     unsigned char c = static_cast<unsigned char>(s[i]);
@@ -44,52 +49,62 @@ void appendString(std::string& out, std::string_view s) {
       out.push_back(static_cast<char>(c));
     } else if (c < 0x20) {
       static constexpr char kHex[] = "0123456789abcdef";
-      out.append("\\u00");
+      append(out, "\\u00");
       out.push_back(kHex[c >> 4]);
       out.push_back(kHex[c & 0xf]);
     } else if (c < 0x80) {
       out.push_back(static_cast<char>(c));
     } else if (size_t n = utf8Length(s, i); n > 0) {
-      out.append(s.substr(i, n));
+      append(out, s.substr(i, n));
       i += n;
       continue;
     } else {
-      out.append("\\ufffd");
+      append(out, "\\ufffd");
     }
     ++i;
   }
   out.push_back('"');
 }
 
-void appendKey(std::string& out, std::string_view key) {
+void appendKey(Out& out, std::string_view key) {
   out.push_back('"');
-  out.append(key);
-  out.append("\":");
+  append(out, key);
+  append(out, "\":");
 }
 
 // ,"key":value -- for every field but the first of an object.
-void appendField(std::string& out, std::string_view key, std::string_view value) {
+void appendField(Out& out, std::string_view key, std::string_view value) {
   out.push_back(',');
   appendKey(out, key);
   appendString(out, value);
 }
 
-void appendField(std::string& out, std::string_view key, uint64_t value) {
+void appendField(Out& out, std::string_view key, uint64_t value) {
   out.push_back(',');
   appendKey(out, key);
   appendUint(out, value);
 }
 
-void appendEndpoint(std::string& out, std::string_view key, const Endpoint& e) {
+// Members written from `mark` on each start with a comma: the first becomes the object's brace.
+void closeObject(Out& out, size_t mark) {
+  if (out.size() > mark) {
+    out[mark] = '{';
+  } else {
+    out.push_back('{');
+  }
+  out.push_back('}');
+}
+
+void appendEndpoint(Out& out, std::string_view key, const Endpoint& e) {
   appendKey(out, key);
-  out.append("{\"ip\":");
+  append(out, "{\"ip\":");
   appendString(out, e.ip);
   appendField(out, "port", e.port);
   out.push_back('}');
 }
 
 // Everything known about who the workload is; unknown fields are left out.
-void appendIdentity(std::string& out, const Workload& w) {
+void appendIdentity(Out& out, const Workload& w) {
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"container_id", &w.container_id},
                             {"pod_uid", &w.pod_uid},
                             {"pod", &w.pod},
@@ -102,7 +117,7 @@ void appendIdentity(std::string& out, const Workload& w) {
     if (!value->empty()) appendField(out, key, *value);
   }
   if (!w.labels.empty()) {
-    out.append(",\"labels\":{");
+    append(out, ",\"labels\":{");
     for (size_t i = 0; i < w.labels.size(); ++i) {
       if (i > 0) out.push_back(',');
       appendString(out, w.labels[i].first);
@@ -112,7 +127,7 @@ void appendIdentity(std::string& out, const Workload& w) {
     out.push_back('}');
   }
   if (w.process) {
-    out.append(",\"process\":{\"exe\":");
+    append(out, ",\"process\":{\"exe\":");
     appendString(out, w.process->exe);
     appendField(out, "pid", static_cast<uint64_t>(w.process->pid));
     if (!w.process->user.empty()) appendField(out, "user", w.process->user);
@@ -121,8 +136,8 @@ void appendIdentity(std::string& out, const Workload& w) {
 }
 
 // {"cgroup_id":..,...}
-void appendWorkloadObject(std::string& out, const Workload& workload) {
-  out.append("{\"cgroup_id\":");
+void appendWorkloadObject(Out& out, const Workload& workload) {
+  append(out, "{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
   appendIdentity(out, workload);
@@ -130,23 +145,27 @@ void appendWorkloadObject(std::string& out, const Workload& workload) {
 }
 
 // "key":{"cgroup_id":..,...}
-void appendWorkload(std::string& out, std::string_view key, const Workload& workload) {
+void appendWorkload(Out& out, std::string_view key, const Workload& workload) {
   appendKey(out, key);
   appendWorkloadObject(out, workload);
 }
 
 // ts, type, direction, workload, local, remote: what every record starts with.
-void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
-  out.append("{\"ts\":\"").append(formatTimestamp(ts_ns)).append("\",\"type\":\"").append(type);
-  out.append("\",\"direction\":\"").append(flow.direction == Direction::kServer ? "server" : "client");
-  out.append("\",");
+void appendCommon(Out& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
+  append(out, "{\"ts\":\"");
+  appendTimestamp(out, ts_ns);
+  append(out, "\",\"type\":\"");
+  append(out, type);
+  append(out, "\",\"direction\":\"");
+  append(out, flow.direction == Direction::kServer ? "server" : "client");
+  append(out, "\",");
   appendWorkload(out, "workload", flow.workload);
   out.push_back(',');
   appendEndpoint(out, "local", flow.local);
   out.push_back(',');
   appendEndpoint(out, "remote", flow.remote);
   if (!flow.peer.scope.empty()) {
-    out.append(",\"peer\":{\"scope\":");
+    append(out, ",\"peer\":{\"scope\":");
     appendString(out, flow.peer.scope);
     if (flow.peer.workload) {
       out.push_back(',');
@@ -156,13 +175,13 @@ void appendCommon(std::string& out, uint64_t ts_ns, std::string_view type, const
   }
 }
 
-void appendCertificate(std::string& out, std::string_view key, const tls::CertificateInfo& cert) {
+void appendCertificate(Out& out, std::string_view key, const tls::CertificateInfo& cert) {
   out.push_back(',');
   appendKey(out, key);
-  out.append("{\"subject\":");
+  append(out, "{\"subject\":");
   appendString(out, cert.subject);
   appendField(out, "issuer", cert.issuer);
-  out.append(",\"sans\":[");
+  append(out, ",\"sans\":[");
   for (size_t i = 0; i < cert.sans.size(); ++i) {
     if (i > 0) out.push_back(',');
     appendString(out, cert.sans[i]);
@@ -173,9 +192,9 @@ void appendCertificate(std::string& out, std::string_view key, const tls::Certif
   out.push_back('}');
 }
 
-void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
+void appendTls(Out& out, const std::optional<TlsInfo>& tls) {
   if (!tls) return;
-  out.append(",\"tls\":{");
+  append(out, ",\"tls\":");
   size_t mark = out.size();
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"sni", &tls->sni},
                             {"version", &tls->version},
@@ -184,13 +203,12 @@ void appendTls(std::string& out, const std::optional<TlsInfo>& tls) {
   }
   if (tls->server_cert) appendCertificate(out, "server_cert", *tls->server_cert);
   if (tls->client_cert) appendCertificate(out, "client_cert", *tls->client_cert);
-  if (tls->intercepted) out.append(",\"intercepted\":true");
-  if (out.size() > mark) out.erase(mark, 1);  // the first field's leading comma
-  out.push_back('}');
+  if (tls->intercepted) append(out, ",\"intercepted\":true");
+  closeObject(out, mark);
 }
 
-void appendJwt(std::string& out, const credentials::JwtClaims& jwt) {
-  out.append(",\"jwt\":{");
+void appendJwt(Out& out, const credentials::JwtClaims& jwt) {
+  append(out, ",\"jwt\":");
   size_t mark = out.size();
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"alg", &jwt.alg},
                             {"kid", &jwt.kid},
@@ -206,15 +224,19 @@ void appendJwt(std::string& out, const credentials::JwtClaims& jwt) {
                             {"nbf", &jwt.nbf},
                             {"exp", &jwt.exp}}) {
     if (*value) {
-      out.append(",\"").append(key).append("\":").append(std::to_string(**value));
+      out.push_back(',');
+      appendKey(out, key);
+      fmt::format_int text(**value);
+      out.append({text.data(), text.size()});
     }
   }
-  if (out.size() > mark) out.erase(mark, 1);  // the first field's leading comma
-  out.push_back('}');
+  closeObject(out, mark);
 }
 
-void appendCredential(std::string& out, const credentials::Credential& c) {
-  out.append(",\"credential\":{\"scheme\":\"").append(credentials::toString(c.scheme)).push_back('"');
+void appendCredential(Out& out, const credentials::Credential& c) {
+  append(out, ",\"credential\":{\"scheme\":\"");
+  append(out, credentials::toString(c.scheme));
+  out.push_back('\"');
   if (!c.fingerprint.empty()) appendField(out, "fingerprint", c.fingerprint);
   if (!c.source.empty()) appendField(out, "source", c.source);
   if (!c.basic_user.empty()) appendField(out, "basic_user", c.basic_user);
@@ -224,38 +246,45 @@ void appendCredential(std::string& out, const credentials::Credential& c) {
 
 }  // namespace
 
-std::string workloadToJson(const Workload& workload) {
-  std::string out;
-  appendWorkloadObject(out, workload);
-  return out;
-}
+void JsonBuffer::grow(size_t more) { data_.resize(std::max(data_.size() * 2, size_ + more + 256)); }
 
-std::string formatTimestamp(uint64_t realtime_ns) {
+void appendTimestamp(JsonBuffer& out, uint64_t realtime_ns) {
   // Records arrive in bursts within one second: format the date and time once per second.
   thread_local time_t cached_second = -1;
-  thread_local char prefix[64];
+  thread_local char prefix[32];
+  thread_local size_t prefix_size = 0;
   time_t seconds = static_cast<time_t>(realtime_ns / 1'000'000'000ULL);
   if (seconds != cached_second) {
     tm utc{};
     gmtime_r(&seconds, &utc);
-    std::snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d.", utc.tm_year + 1900, utc.tm_mon + 1,
-                  utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    int n = std::snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d.", utc.tm_year + 1900,
+                          utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    prefix_size = n > 0 ? std::min(static_cast<size_t>(n), sizeof(prefix) - 1) : 0;
     cached_second = seconds;
   }
-  char micros[8];
+  char micros[7];
   uint32_t us = static_cast<uint32_t>((realtime_ns % 1'000'000'000ULL) / 1000);
   for (int i = 5; i >= 0; --i, us /= 10) micros[i] = static_cast<char>('0' + us % 10);
   micros[6] = 'Z';
-  std::string out(prefix);
-  out.append(micros, 7);
-  return out;
+  out.append({prefix, prefix_size});
+  out.append({micros, sizeof(micros)});
 }
 
-std::string toJson(const HttpRecord& r) {
-  std::string out;
-  out.reserve(512);
+std::string formatTimestamp(uint64_t realtime_ns) {
+  Out out;
+  appendTimestamp(out, realtime_ns);
+  return std::string(out.view());
+}
+
+std::string workloadToJson(const Workload& workload) {
+  Out out;
+  appendWorkloadObject(out, workload);
+  return std::string(out.view());
+}
+
+void appendJson(JsonBuffer& out, const HttpRecord& r) {
   appendCommon(out, r.ts_ns, "http", *r.flow);
-  out.append(",\"http\":{\"method\":");
+  append(out, ",\"http\":{\"method\":");
   appendString(out, r.method);
   appendField(out, "path", r.path);
   if (!r.host.empty()) appendField(out, "host", r.host);
@@ -268,12 +297,9 @@ std::string toJson(const HttpRecord& r) {
   appendCredential(out, r.credential);
   appendTls(out, r.flow->tls);
   out.push_back('}');
-  return out;
 }
 
-std::string toJson(const ConnectionRecord& r) {
-  std::string out;
-  out.reserve(384);
+void appendJson(JsonBuffer& out, const ConnectionRecord& r) {
   appendCommon(out, r.ts_ns, "connection", *r.flow);
   for (auto [key, value] : {std::pair<std::string_view, uint64_t>{"bytes_sent", r.bytes_sent},
                             {"bytes_received", r.bytes_received},
@@ -285,7 +311,18 @@ std::string toJson(const ConnectionRecord& r) {
   }
   appendTls(out, r.flow->tls);
   out.push_back('}');
-  return out;
+}
+
+std::string toJson(const HttpRecord& record) {
+  Out out;
+  appendJson(out, record);
+  return std::string(out.view());
+}
+
+std::string toJson(const ConnectionRecord& record) {
+  Out out;
+  appendJson(out, record);
+  return std::string(out.view());
 }
 
 Result<std::unique_ptr<JsonLinesWriter>> JsonLinesWriter::open(const std::string& path) {
@@ -301,8 +338,12 @@ JsonLinesWriter::~JsonLinesWriter() {
   if (owned_) std::fclose(file_);
 }
 
-void JsonLinesWriter::writeLine(const std::string& line) {
-  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fputc('\n', file_) == EOF) {
+template <typename Record>
+void JsonLinesWriter::writeLine(const Record& record) {
+  line_.clear();
+  appendJson(line_, record);
+  line_.push_back('\n');
+  if (std::fwrite(line_.view().data(), 1, line_.size(), file_) != line_.size()) {
     ++write_errors_;
     std::clearerr(file_);
     return;
@@ -310,8 +351,8 @@ void JsonLinesWriter::writeLine(const std::string& line) {
   ++written_;
 }
 
-void JsonLinesWriter::write(const HttpRecord& record) { writeLine(toJson(record)); }
-void JsonLinesWriter::write(const ConnectionRecord& record) { writeLine(toJson(record)); }
+void JsonLinesWriter::write(const HttpRecord& record) { writeLine(record); }
+void JsonLinesWriter::write(const ConnectionRecord& record) { writeLine(record); }
 
 void JsonLinesWriter::flush() {
   if (std::fflush(file_) != 0) {
