@@ -1,10 +1,10 @@
 #include "agent/credentials/credential.h"
 
 #include "agent/credentials/token_hash.h"
+#include "apiwarden/common/ascii.h"
 #include "apiwarden/common/base64.h"
 
 #include <nlohmann/json.hpp>
-#include <strings.h>
 
 #include <array>
 
@@ -12,10 +12,6 @@ namespace apiwarden::credentials {
 namespace {
 
 constexpr size_t kMaxJwt = 16 * 1024;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 bool icontains(std::string_view haystack, std::string_view needle) {
   for (size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
@@ -28,12 +24,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::string stringClaim(const nlohmann::json& object, const char* name) {
@@ -135,7 +125,7 @@ std::string redactTarget(std::string_view target) {
 
 std::optional<Credential> CredentialExtractor::fromHeader(const http::CredentialHeader& header) const {
   Credential c;
-  c.source = "header:" + lower(header.name);
+  c.source = "header:" + asciiLower(header.name);
   std::string_view value = trim(header.value);
   if (header.scheme == http::CredentialScheme::kCookie) return fromCookie(value);
   if (token_hash_key_) c.token_hash = tokenHash(*token_hash_key_, value);
@@ -179,7 +169,7 @@ std::optional<Credential> CredentialExtractor::fromQuery(std::string_view target
     if (eq != std::string_view::npos && eq + 1 < pair.size() && isSecretParameter(pair.substr(0, eq))) {
       Credential c;
       c.scheme = Scheme::kApiKey;
-      c.source = "query:" + lower(pair.substr(0, eq));
+      c.source = "query:" + asciiLower(pair.substr(0, eq));
       c.fingerprint = fingerprinter_.fingerprint(pair.substr(eq + 1));
       return c;
     }

@@ -1,6 +1,6 @@
 #include "agent/protocols/http/parser.h"
 
-#include <strings.h>
+#include "apiwarden/common/ascii.h"
 
 #include <algorithm>
 #include <array>
@@ -50,10 +50,6 @@ constexpr std::array<bool, 256> kTchar = [] {
 }();
 
 bool isTchar(unsigned char c) { return kTchar[c]; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
