@@ -84,7 +84,8 @@ Result<Fingerprinter> Fingerprinter::load(const std::string& key_file, const std
   return Fingerprinter(std::move(*key));
 }
 
-Fingerprinter::Fingerprinter(std::vector<uint8_t> key) : key_(std::move(key)) {
+Fingerprinter::Fingerprinter(std::vector<uint8_t> key)
+    : key_(std::move(key)), recent_(std::make_unique<Recent[]>(kRecentSecrets)) {
   EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
   mac_.reset(hmac ? EVP_MAC_CTX_new(hmac) : nullptr);
   EVP_MAC_free(hmac);
@@ -95,9 +96,22 @@ Fingerprinter::Fingerprinter(std::vector<uint8_t> key) : key_(std::move(key)) {
 
 void Fingerprinter::MacDeleter::operator()(evp_mac_ctx_st* ctx) const { EVP_MAC_CTX_free(ctx); }
 
-Fingerprinter::~Fingerprinter() { wipe(key_.data(), key_.size()); }
+Fingerprinter::~Fingerprinter() {
+  wipe(key_.data(), key_.size());
+  if (!recent_) return;  // moved from
+  for (size_t i = 0; i < kRecentSecrets; ++i) wipe(recent_[i].secret.data(), recent_[i].secret.size());
+}
 
 std::string Fingerprinter::fingerprint(std::string_view secret) const {
+  Recent& recent = recent_[std::hash<std::string_view>{}(secret) % kRecentSecrets];
+  if (!recent.fingerprint.empty() && recent.secret == secret) return recent.fingerprint;
+  wipe(recent.secret.data(), recent.secret.size());
+  recent.secret.assign(secret);  // may reallocate: the old buffer was wiped above
+  recent.fingerprint = compute(secret);
+  return recent.fingerprint;
+}
+
+std::string Fingerprinter::compute(std::string_view secret) const {
   std::array<uint8_t, EVP_MAX_MD_SIZE> mac{};
   const auto* bytes = reinterpret_cast<const uint8_t*>(secret.data());
   size_t mac_len = 0;

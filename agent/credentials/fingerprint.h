@@ -29,15 +29,27 @@ class Fingerprinter {
   // 32 lowercase hex characters. Not thread-safe: one Fingerprinter per thread.
   std::string fingerprint(std::string_view secret) const;
 
+  static constexpr size_t kRecentSecrets = 64;
+
  private:
   struct MacDeleter {
     void operator()(evp_mac_ctx_st* ctx) const;
   };
 
+  std::string compute(std::string_view secret) const;
+
   std::vector<uint8_t> key_;
   // HMAC keyed once (OpenSSL keeps the padded key's hash state): each fingerprint re-initialises
   // it instead of fetching the algorithm and hashing the key again.
   std::unique_ptr<evp_mac_ctx_st, MacDeleter> mac_;
+  // The last secrets seen and their fingerprints, by a hash of the secret: a keep-alive client
+  // sends the same token with every request, and the HMAC is most of what a request costs. The
+  // secrets stay in this memory only; an entry is wiped when it is replaced, and all at the end.
+  struct Recent {
+    std::string secret;
+    std::string fingerprint;
+  };
+  mutable std::unique_ptr<Recent[]> recent_;
 };
 
 // Overwrites memory that held secret bytes; the compiler may not drop it.

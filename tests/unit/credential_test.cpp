@@ -65,6 +65,24 @@ TEST(Fingerprinter, KeepsItsKeyedStateThroughAMove) {
   EXPECT_EQ(moved.fingerprint("Hi There"), "b0344c61d8db38535ca8afceaf0bf12b");  // RFC 4231 test case 1
 }
 
+// Recent fingerprints are remembered by secret: hits, collisions in one slot and evictions must all
+// give what a fresh computation gives, also for secrets that share a prefix or differ in length.
+TEST(Fingerprinter, RememberedFingerprintsMatchFreshOnes) {
+  Fingerprinter remembering(std::vector<uint8_t>(32, 7));
+  std::vector<std::string> secrets;
+  for (size_t i = 0; i < 3 * Fingerprinter::kRecentSecrets; ++i) secrets.push_back("tok-" + std::string(i % 40, 'x') + std::to_string(i));
+  std::vector<std::string> expected;
+  for (const auto& s : secrets) expected.push_back(Fingerprinter(std::vector<uint8_t>(32, 7)).fingerprint(s));
+  for (int pass = 0; pass < 3; ++pass) {
+    for (size_t i = 0; i < secrets.size(); ++i) {
+      ASSERT_EQ(remembering.fingerprint(secrets[i]), expected[i]) << "pass " << pass << " secret " << i;
+      ASSERT_EQ(remembering.fingerprint(secrets[i]), expected[i]) << "again, pass " << pass << " secret " << i;
+    }
+  }
+  EXPECT_NE(remembering.fingerprint("tok-"), remembering.fingerprint("tok-0"));
+  EXPECT_NE(remembering.fingerprint(""), remembering.fingerprint(std::string(1, '\0')));
+}
+
 TEST_F(CredentialTest, EveryCarrier) {
   struct Case {
     std::string header_or_target;
