@@ -83,6 +83,25 @@ TEST(HttpParser, ThousandKeepAliveRequestsInOneFeedAndByteByByte) {
   }
 }
 
+// The blank line that ends a head, in every line-ending style, found whole and when split anywhere.
+TEST(HttpParser, HeadEndsAtTheFirstBlankLineWhateverTheLineEndings) {
+  for (std::string eol : {"\r\n", "\n"}) {
+    for (std::string blank : {"\r\n", "\n"}) {
+      std::string head = "GET /a HTTP/1.1" + eol + "Host: h" + eol + "X-Empty:" + eol + blank;
+      std::string both = head + "GET /b HTTP/1.1" + eol + "Host: h" + eol + blank;
+      for (size_t split = 0; split <= both.size(); ++split) {
+        Recorder r;
+        Parser p(Parser::Kind::kRequest, r);
+        feed(p, std::string_view(both).substr(0, split));
+        feed(p, std::string_view(both).substr(split));
+        ASSERT_EQ(r.summary(), (std::vector<std::string>{"req:GET /a", "done:", "req:GET /b", "done:"}))
+            << "eol " << eol.size() << " blank " << blank.size() << " split " << split;
+        EXPECT_EQ(r.events[0].n, head.size());
+      }
+    }
+  }
+}
+
 TEST(HttpParser, SixKilobyteHeaderBlockInThreeFeeds) {
   std::string token(6000, 'A');
   std::string req = "POST /login HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer " + token +

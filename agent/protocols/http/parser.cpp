@@ -51,6 +51,22 @@ constexpr std::array<bool, 256> kTchar = [] {
 
 bool isTchar(unsigned char c) { return kTchar[c]; }
 
+// Just past the blank line that ends a header block ("\r\n\r\n", "\n\n" or a mix), or npos: one
+// memchr per line, looking at what follows each line feed.
+size_t headEnd(std::string_view data, size_t from) {
+  const char* p = data.data();
+  size_t n = data.size();
+  while (from < n) {
+    const char* newline = static_cast<const char*>(std::memchr(p + from, '\n', n - from));
+    if (!newline) break;
+    size_t next = static_cast<size_t>(newline - p) + 1;
+    if (next < n && p[next] == '\n') return next + 1;
+    if (next + 1 < n && p[next] == '\r' && p[next + 1] == '\n') return next + 2;
+    from = next;
+  }
+  return std::string_view::npos;
+}
+
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
@@ -164,12 +180,7 @@ size_t Parser::Impl::feedHead(const char* p, size_t n) {
     while (blank < n && (p[blank] == '\r' || p[blank] == '\n')) ++blank;
     if (blank > 0) return blank;
     std::string_view data(p, n);
-    size_t end = data.find("\r\n\r\n");
-    size_t lf_end = data.find("\n\n");
-    size_t head_len = end != std::string_view::npos ? end + 4 : std::string_view::npos;
-    if (lf_end != std::string_view::npos && (head_len == std::string_view::npos || lf_end + 2 < head_len)) {
-      head_len = lf_end + 2;
-    }
+    size_t head_len = headEnd(data, 0);
     if (head_len != std::string_view::npos && head_len <= limits.max_header_bytes) {
       parseHead(data.substr(0, head_len));
       return head_len;
@@ -178,11 +189,7 @@ size_t Parser::Impl::feedHead(const char* p, size_t n) {
   size_t room = limits.max_header_bytes - buf.size();
   size_t take = std::min(n, room);
   buf.append(p, take);
-  size_t from = scanned > 3 ? scanned - 3 : 0;
-  size_t end = std::string_view(buf).find("\r\n\r\n", from);
-  size_t lf_end = std::string_view(buf).find("\n\n", from);
-  size_t head_len = end != std::string::npos ? end + 4 : std::string::npos;
-  if (lf_end != std::string::npos && (head_len == std::string::npos || lf_end + 2 < head_len)) head_len = lf_end + 2;
+  size_t head_len = headEnd(buf, scanned > 2 ? scanned - 2 : 0);  // a blank line may straddle the feeds
   if (head_len == std::string::npos) {
     scanned = buf.size();
     if (take < n || buf.size() >= limits.max_header_bytes) {
