@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 
 namespace apiwarden::records {
@@ -34,12 +35,27 @@ void appendUint(Out& out, uint64_t value) {
 
 bool plain(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
 
+// End of the run of plain characters from i: eight at a time while a word holds none that needs
+// escaping (a control, a quote, a backslash, a non-ASCII byte), then one at a time.
+size_t plainRun(std::string_view s, size_t i) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+  auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if ((w & kHigh) || ((w - 0x20 * kOnes) & kHigh) || has_zero(w ^ ('"' * kOnes)) || has_zero(w ^ ('\\' * kOnes))) {
+      break;
+    }
+  }
+  while (i < s.size() && plain(static_cast<unsigned char>(s[i]))) ++i;
+  return i;
+}
+
 // Appends s as a JSON string: escapes quotes, backslashes and controls; invalid UTF-8 -> U+FFFD.
 void appendString(Out& out, std::string_view s) {
   out.push_back('"');
   for (size_t i = 0; i < s.size();) {
-    size_t run = i;
-    while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
+    size_t run = plainRun(s, i);
     out.append(s.substr(i, run - i));  // the common case: one bulk append
     if (run == s.size()) break;
     i = run;

@@ -97,6 +97,26 @@ TEST(JsonLines, HostileStringsStayValidJson) {
   EXPECT_TRUE(nlohmann::json::parse(json).is_object());
 }
 
+// Every byte value at every offset of a word-sized scan (and past it): plain ASCII comes out as is,
+// quotes and backslashes escaped, controls as \u00XX, a lone non-ASCII byte as U+FFFD.
+TEST(JsonLines, EveryByteAtEveryOffsetIsEscapedExactly) {
+  FlowInfo f = flow();
+  HttpRecord r;
+  r.flow = &f;
+  r.method = "GET";
+  r.version = "1.1";
+  for (int c = 0; c < 256; ++c) {
+    for (size_t at = 0; at < 19; ++at) {
+      r.path = std::string(19, 'a');
+      r.path[at] = static_cast<char>(c);
+      auto parsed = nlohmann::json::parse(toJson(r));
+      std::string expected = r.path;
+      if (c >= 0x80) expected.replace(at, 1, "\xef\xbf\xbd");
+      ASSERT_EQ(parsed["http"]["path"], expected) << "byte " << c << " at " << at;
+    }
+  }
+}
+
 TEST(JsonLines, Timestamps) {
   EXPECT_EQ(formatTimestamp(0), "1970-01-01T00:00:00.000000Z");
   EXPECT_EQ(formatTimestamp(kTs), "2026-11-22T16:00:00.123456Z");
