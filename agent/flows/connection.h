@@ -14,7 +14,6 @@
 #include "apiwarden/common/clock.h"
 
 #include <array>
-#include <deque>
 #include <optional>
 #include <span>
 #include <string>
@@ -102,6 +101,35 @@ class Connection {
     std::optional<uint16_t> status;
   };
 
+  // Requests awaiting their responses, oldest first. A vector with a moving front that is emptied
+  // whenever it drains (on a keep-alive connection, after every response): no allocation per
+  // request, as a deque's node blocks would cost.
+  class PendingQueue {
+   public:
+    bool empty() const { return front_ == items_.size(); }
+    size_t size() const { return items_.size() - front_; }
+    PendingRequest& front() { return items_[front_]; }
+    PendingRequest& emplace_back() { return items_.emplace_back(); }
+    void pop_front() {
+      if (++front_ == items_.size()) {
+        clear();
+      } else if (front_ >= 32) {  // pipelined without pause: drop the consumed front now and then
+        items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(front_));
+        front_ = 0;
+      }
+    }
+    void clear() {
+      items_.clear();
+      front_ = 0;
+    }
+    auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(front_); }
+    auto end() { return items_.end(); }
+
+   private:
+    std::vector<PendingRequest> items_;
+    size_t front_ = 0;
+  };
+
   // One direction: reassembly feeding a parser; also the parser's listener.
   class Stream final : public StreamSink, public http::ParserListener {
    public:
@@ -144,7 +172,7 @@ class Connection {
   uint64_t segment_ns_ = 0;  // timestamp of the segment being parsed
   Stream requests_;
   Stream responses_;
-  std::deque<PendingRequest> pending_;
+  PendingQueue pending_;
   bool interim_response_ = false;  // a 1xx is being parsed
   bool orphan_response_ = false;   // a response with no request is being parsed
   std::vector<uint8_t> hello_;          // the client's handshake flights (bounded)
