@@ -117,13 +117,13 @@ class Cgroup:
 class Agent:
     """The real apiwarden-agent, monitoring one cgroup subtree, writing records to a file."""
 
-    def __init__(self, workdir, cgroup_root, extra_args=(), records_path=None):
+    def __init__(self, workdir, cgroup_root, extra_args=(), records_path=None, binary=None):
         self.records_path = records_path or os.path.join(workdir, "records.jsonl")
         self.log_path = os.path.join(workdir, "agent.log")
         self.metrics_port = free_port()
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [AGENT, "--records", self.records_path, "--cgroup-root", cgroup_root,
+            [binary or AGENT, "--records", self.records_path, "--cgroup-root", cgroup_root,
              "--state-dir", os.path.join(workdir, "state"),
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT)
