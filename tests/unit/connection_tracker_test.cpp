@@ -263,5 +263,23 @@ TEST_F(TrackerTest, IdleConnectionsAreSwept) {
   EXPECT_EQ(tracker_.stats().idle_evicted, 1u);
 }
 
+TEST(FormatAddress, EveryIpv4OctetWidthAndIpv6) {
+  auto v4 = [](uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    uint8_t addr[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d};
+    return formatAddress(addr);
+  };
+  EXPECT_EQ(v4(0, 0, 0, 0), "0.0.0.0");
+  EXPECT_EQ(v4(127, 0, 0, 1), "127.0.0.1");
+  EXPECT_EQ(v4(10, 9, 100, 255), "10.9.100.255");
+  EXPECT_EQ(v4(255, 255, 255, 255), "255.255.255.255");
+  for (int octet = 0; octet < 256; ++octet) {
+    EXPECT_EQ(v4(1, static_cast<uint8_t>(octet), 2, 3), "1." + std::to_string(octet) + ".2.3");
+  }
+  uint8_t loopback6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  EXPECT_EQ(formatAddress(loopback6), "::1");
+  uint8_t doc6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42};
+  EXPECT_EQ(formatAddress(doc6), "2001:db8::42");
+}
+
 }  // namespace
 }  // namespace apiwarden::flows
