@@ -27,16 +27,16 @@ std::string formatAddress(const uint8_t addr[16]) {
   static constexpr uint8_t kV4Mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   if (std::memcmp(addr, kV4Mapped, sizeof(kV4Mapped)) == 0) {
     // By hand: glibc's inet_ntop formats IPv4 with sprintf, and every connection needs two.
-    std::string text;
-    text.reserve(15);
+    char text[16];
+    char* end = text;
     for (int i = 12; i < 16; ++i) {
-      if (i > 12) text.push_back('.');
+      if (i > 12) *end++ = '.';
       uint8_t octet = addr[i];
-      if (octet >= 100) text.push_back(static_cast<char>('0' + octet / 100));
-      if (octet >= 10) text.push_back(static_cast<char>('0' + octet / 10 % 10));
-      text.push_back(static_cast<char>('0' + octet % 10));
+      if (octet >= 100) *end++ = static_cast<char>('0' + octet / 100);
+      if (octet >= 10) *end++ = static_cast<char>('0' + octet / 10 % 10);
+      *end++ = static_cast<char>('0' + octet % 10);
     }
-    return text;
+    return std::string(text, end);
   }
   char text[INET6_ADDRSTRLEN] = {};
   inet_ntop(AF_INET6, addr, text, sizeof(text));
