@@ -12,7 +12,13 @@ namespace {
 
 using Out = JsonBuffer;
 
-void append(Out& out, std::string_view s) { out.append(s); }
+// One-off text (not a record line): what `fill` appends.
+template <typename Fill>
+std::string render(Fill fill) {
+  Out out;
+  fill(out);
+  return std::string(out.view());
+}
 
 // Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one.
 size_t utf8Length(std::string_view s, size_t i) {
@@ -65,17 +71,17 @@ void appendString(Out& out, std::string_view s) {
       out.push_back(static_cast<char>(c));
     } else if (c < 0x20) {
       static constexpr char kHex[] = "0123456789abcdef";
-      append(out, "\\u00");
+      out.append("\\u00");
       out.push_back(kHex[c >> 4]);
       out.push_back(kHex[c & 0xf]);
     } else if (c < 0x80) {
       out.push_back(static_cast<char>(c));
     } else if (size_t n = utf8Length(s, i); n > 0) {
-      append(out, s.substr(i, n));
+      out.append(s.substr(i, n));
       i += n;
       continue;
     } else {
-      append(out, "\\ufffd");
+      out.append("\\ufffd");
     }
     ++i;
   }
@@ -84,8 +90,8 @@ void appendString(Out& out, std::string_view s) {
 
 void appendKey(Out& out, std::string_view key) {
   out.push_back('"');
-  append(out, key);
-  append(out, "\":");
+  out.append(key);
+  out.append("\":");
 }
 
 // ,"key":value -- for every field but the first of an object.
@@ -113,7 +119,7 @@ void closeObject(Out& out, size_t mark) {
 
 void appendEndpoint(Out& out, std::string_view key, const Endpoint& e) {
   appendKey(out, key);
-  append(out, "{\"ip\":");
+  out.append("{\"ip\":");
   appendString(out, e.ip);
   appendField(out, "port", e.port);
   out.push_back('}');
@@ -133,7 +139,7 @@ void appendIdentity(Out& out, const Workload& w) {
     if (!value->empty()) appendField(out, key, *value);
   }
   if (!w.labels.empty()) {
-    append(out, ",\"labels\":{");
+    out.append(",\"labels\":{");
     for (size_t i = 0; i < w.labels.size(); ++i) {
       if (i > 0) out.push_back(',');
       appendString(out, w.labels[i].first);
@@ -143,7 +149,7 @@ void appendIdentity(Out& out, const Workload& w) {
     out.push_back('}');
   }
   if (w.process) {
-    append(out, ",\"process\":{\"exe\":");
+    out.append(",\"process\":{\"exe\":");
     appendString(out, w.process->exe);
     appendField(out, "pid", static_cast<uint64_t>(w.process->pid));
     if (!w.process->user.empty()) appendField(out, "user", w.process->user);
@@ -153,7 +159,7 @@ void appendIdentity(Out& out, const Workload& w) {
 
 // {"cgroup_id":..,...}
 void appendWorkloadObject(Out& out, const Workload& workload) {
-  append(out, "{\"cgroup_id\":");
+  out.append("{\"cgroup_id\":");
   appendUint(out, workload.cgroup_id);
   if (workload.cgroup_path) appendField(out, "cgroup_path", *workload.cgroup_path);
   appendIdentity(out, workload);
@@ -168,20 +174,20 @@ void appendWorkload(Out& out, std::string_view key, const Workload& workload) {
 
 // ts, type, direction, workload, local, remote: what every record starts with.
 void appendCommon(Out& out, uint64_t ts_ns, std::string_view type, const FlowInfo& flow) {
-  append(out, "{\"ts\":\"");
+  out.append("{\"ts\":\"");
   appendTimestamp(out, ts_ns);
-  append(out, "\",\"type\":\"");
-  append(out, type);
-  append(out, "\",\"direction\":\"");
-  append(out, flow.direction == Direction::kServer ? "server" : "client");
-  append(out, "\",");
+  out.append("\",\"type\":\"");
+  out.append(type);
+  out.append("\",\"direction\":\"");
+  out.append(flow.direction == Direction::kServer ? "server" : "client");
+  out.append("\",");
   appendWorkload(out, "workload", flow.workload);
   out.push_back(',');
   appendEndpoint(out, "local", flow.local);
   out.push_back(',');
   appendEndpoint(out, "remote", flow.remote);
   if (!flow.peer.scope.empty()) {
-    append(out, ",\"peer\":{\"scope\":");
+    out.append(",\"peer\":{\"scope\":");
     appendString(out, flow.peer.scope);
     if (flow.peer.workload) {
       out.push_back(',');
@@ -194,10 +200,10 @@ void appendCommon(Out& out, uint64_t ts_ns, std::string_view type, const FlowInf
 void appendCertificate(Out& out, std::string_view key, const tls::CertificateInfo& cert) {
   out.push_back(',');
   appendKey(out, key);
-  append(out, "{\"subject\":");
+  out.append("{\"subject\":");
   appendString(out, cert.subject);
   appendField(out, "issuer", cert.issuer);
-  append(out, ",\"sans\":[");
+  out.append(",\"sans\":[");
   for (size_t i = 0; i < cert.sans.size(); ++i) {
     if (i > 0) out.push_back(',');
     appendString(out, cert.sans[i]);
@@ -210,7 +216,7 @@ void appendCertificate(Out& out, std::string_view key, const tls::CertificateInf
 
 void appendTls(Out& out, const std::optional<TlsInfo>& tls) {
   if (!tls) return;
-  append(out, ",\"tls\":");
+  out.append(",\"tls\":");
   size_t mark = out.size();
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"sni", &tls->sni},
                             {"version", &tls->version},
@@ -219,12 +225,12 @@ void appendTls(Out& out, const std::optional<TlsInfo>& tls) {
   }
   if (tls->server_cert) appendCertificate(out, "server_cert", *tls->server_cert);
   if (tls->client_cert) appendCertificate(out, "client_cert", *tls->client_cert);
-  if (tls->intercepted) append(out, ",\"intercepted\":true");
+  if (tls->intercepted) out.append(",\"intercepted\":true");
   closeObject(out, mark);
 }
 
 void appendJwt(Out& out, const credentials::JwtClaims& jwt) {
-  append(out, ",\"jwt\":");
+  out.append(",\"jwt\":");
   size_t mark = out.size();
   for (auto [key, value] : {std::pair<std::string_view, const std::string*>{"alg", &jwt.alg},
                             {"kid", &jwt.kid},
@@ -250,9 +256,9 @@ void appendJwt(Out& out, const credentials::JwtClaims& jwt) {
 }
 
 void appendCredential(Out& out, const credentials::Credential& c) {
-  append(out, ",\"credential\":{\"scheme\":\"");
-  append(out, credentials::toString(c.scheme));
-  out.push_back('\"');
+  out.append(",\"credential\":{\"scheme\":\"");
+  out.append(credentials::toString(c.scheme));
+  out.push_back('"');
   if (!c.fingerprint.empty()) appendField(out, "fingerprint", c.fingerprint);
   if (!c.source.empty()) appendField(out, "source", c.source);
   if (!c.basic_user.empty()) appendField(out, "basic_user", c.basic_user);
@@ -287,20 +293,16 @@ void appendTimestamp(JsonBuffer& out, uint64_t realtime_ns) {
 }
 
 std::string formatTimestamp(uint64_t realtime_ns) {
-  Out out;
-  appendTimestamp(out, realtime_ns);
-  return std::string(out.view());
+  return render([&](Out& out) { appendTimestamp(out, realtime_ns); });
 }
 
 std::string workloadToJson(const Workload& workload) {
-  Out out;
-  appendWorkloadObject(out, workload);
-  return std::string(out.view());
+  return render([&](Out& out) { appendWorkloadObject(out, workload); });
 }
 
 void appendJson(JsonBuffer& out, const HttpRecord& r) {
   appendCommon(out, r.ts_ns, "http", *r.flow);
-  append(out, ",\"http\":{\"method\":");
+  out.append(",\"http\":{\"method\":");
   appendString(out, r.method);
   appendField(out, "path", r.path);
   if (!r.host.empty()) appendField(out, "host", r.host);
@@ -330,15 +332,11 @@ void appendJson(JsonBuffer& out, const ConnectionRecord& r) {
 }
 
 std::string toJson(const HttpRecord& record) {
-  Out out;
-  appendJson(out, record);
-  return std::string(out.view());
+  return render([&](Out& out) { appendJson(out, record); });
 }
 
 std::string toJson(const ConnectionRecord& record) {
-  Out out;
-  appendJson(out, record);
-  return std::string(out.view());
+  return render([&](Out& out) { appendJson(out, record); });
 }
 
 Result<std::unique_ptr<JsonLinesWriter>> JsonLinesWriter::open(const std::string& path) {

@@ -85,12 +85,18 @@ TEST(JsonLines, ConnectionRecord) {
             R"("bytes_sent":1,"bytes_received":2,"duration_us":3,"srtt_us":4,"retransmits":5,"http_requests":6})");
 }
 
-TEST(JsonLines, HostileStringsStayValidJson) {
-  FlowInfo f = flow();
+// A GET record of flow f, its path left to the test.
+HttpRecord get(const FlowInfo& f) {
   HttpRecord r;
   r.flow = &f;
   r.method = "GET";
   r.version = "1.1";
+  return r;
+}
+
+TEST(JsonLines, HostileStringsStayValidJson) {
+  FlowInfo f = flow();
+  HttpRecord r = get(f);
   r.path = std::string("/a\"b\\c\x01\x1f\n") + "\xff\xfe" + "caf\xc3\xa9" + "\xe2\x82";
   std::string json = toJson(r);
   EXPECT_NE(json.find(R"("path":"/a\"b\\c\u0001\u001f\u000a\ufffd\ufffdcafé\ufffd\ufffd")"), std::string::npos) << json;
@@ -101,10 +107,7 @@ TEST(JsonLines, HostileStringsStayValidJson) {
 // quotes and backslashes escaped, controls as \u00XX, a lone non-ASCII byte as U+FFFD.
 TEST(JsonLines, EveryByteAtEveryOffsetIsEscapedExactly) {
   FlowInfo f = flow();
-  HttpRecord r;
-  r.flow = &f;
-  r.method = "GET";
-  r.version = "1.1";
+  HttpRecord r = get(f);
   for (int c = 0; c < 256; ++c) {
     for (size_t at = 0; at < 19; ++at) {
       r.path = std::string(19, 'a');
