@@ -120,6 +120,7 @@ class Connection {
     }
     void clear() {
       items_.clear();
+      if (items_.capacity() > 8) items_.shrink_to_fit();  // a pipelined burst's room is not kept
       front_ = 0;
     }
     auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(front_); }
