@@ -396,10 +396,12 @@ TEST_F(Enforce, RevokedTokenIsRefusedAtTheSendersWrite) {
   EXPECT_EQ(requestFrom(root_ / "b", server.port, request("Authorization: Bearer tok-A-123")), EACCES);
   EXPECT_EQ(requestFrom(root_ / "a", server.port, request("authorization:   bearer   tok-A-123   ")), EACCES)
       << "case, spacing and trailing blanks do not hide it";
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization:\tBearer\ttok-A-123")), EACCES) << "tabs";
   EXPECT_EQ(requestFrom(root_ / "a", server.port, request("X-API-Key: tok-A-123")), EACCES) << "any header";
+  EXPECT_EQ(requestFrom(root_ / "a", server.port, request("X-API-Key: xtok-A-123")), 0) << "a prefixed one";
   EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-B-456")), 0) << "another token";
   EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer tok-A-1234")), 0) << "a longer one";
-  EXPECT_EQ(counters(2).requests, 4u);
+  EXPECT_EQ(counters(2).requests, 5u);
 }
 
 TEST_F(Enforce, LongTokensAreMatchedAtEveryAlignment) {
