@@ -53,13 +53,16 @@ def main():
         http_records = metric(after, 'apiwarden_records_written_total{type="http"}')
         rejected = metric(after, "apiwarden_pipeline_events_rejected_total")
         parse_errors = metric(after, "apiwarden_http_parse_errors_total")
+        write_errors = metric(after, "apiwarden_records_write_errors_total")  # output behind, or failing
         print(f"wrk: {requests} requests in {args.seconds}s = {rate:.0f} req/s (keep-alive, {args.connections} conns"
               f"{', paced' if args.paced else ', full speed'})")
         print(f"kernel events: {events:.0f} = {events / args.seconds:.0f} events/s")
-        print(f"lost: {lost}; decoder rejected {rejected:.0f}; parse errors {parse_errors:.0f}")
+        print(f"lost: {lost}; decoder rejected {rejected:.0f}; parse errors {parse_errors:.0f}; "
+              f"records not written {write_errors:.0f}")
         print(f"http records {http_records:.0f} for {requests} requests wrk completed "
               f"(a client and a server record each; up to {args.connections} more may be in flight at the end)")
-        ok = 2 * requests <= http_records <= 2 * (requests + args.connections) and rejected == 0 and parse_errors == 0
+        ok = 2 * requests <= http_records <= 2 * (requests + args.connections) and rejected == 0 and parse_errors == 0 \
+            and write_errors == 0
         print(f"every request recorded exactly once on each side: {'yes' if ok else 'NO'}")
         print(f"lost events at {rate:.0f} req/s sustained {args.seconds}s: {lost_total:.0f}")
 

@@ -1,11 +1,14 @@
 #include "agent/export/json_lines.h"
 
+#include "apiwarden/common/log.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <utility>
 
 namespace apiwarden::records {
 namespace {
@@ -343,35 +346,77 @@ Result<std::unique_ptr<JsonLinesWriter>> JsonLinesWriter::open(const std::string
   if (path == "-") return std::unique_ptr<JsonLinesWriter>(new JsonLinesWriter(stdout, false));
   FILE* file = std::fopen(path.c_str(), "ae");
   if (!file) return fail(errno, "opening " + path);
-  std::setvbuf(file, nullptr, _IOFBF, 1 << 20);
   return std::unique_ptr<JsonLinesWriter>(new JsonLinesWriter(file, true));
+}
+
+JsonLinesWriter::JsonLinesWriter(FILE* file, bool owned) : file_(file), owned_(owned) {
+  thread_ = std::thread([this] { run(); });
 }
 
 JsonLinesWriter::~JsonLinesWriter() {
   flush();
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  work_.notify_one();
+  thread_.join();
   if (owned_) std::fclose(file_);
 }
 
 template <typename Record>
 void JsonLinesWriter::writeLine(const Record& record) {
-  line_.clear();
-  appendJson(line_, record);
-  line_.push_back('\n');
-  if (std::fwrite(line_.view().data(), 1, line_.size(), file_) != line_.size()) {
-    ++write_errors_;
-    std::clearerr(file_);
-    return;
-  }
-  ++written_;
+  appendJson(chunk_.text, record);
+  chunk_.text.push_back('\n');
+  if (++chunk_.lines, chunk_.text.size() >= kChunkBytes) flush();
 }
 
 void JsonLinesWriter::write(const HttpRecord& record) { writeLine(record); }
 void JsonLinesWriter::write(const ConnectionRecord& record) { writeLine(record); }
 
 void JsonLinesWriter::flush() {
-  if (std::fflush(file_) != 0) {
-    ++write_errors_;
-    std::clearerr(file_);
+  if (chunk_.lines == 0) return;
+  Chunk chunk = std::exchange(chunk_, Chunk{});
+  {
+    std::lock_guard lock(mutex_);
+    if (queued_bytes_ + chunk.text.size() > kMaxBacklogBytes) {
+      write_errors_ += chunk.lines;
+      if (!std::exchange(dropping_, true)) {
+        logger("records")->warn("the records output is over {} MiB behind: dropping records (counted in "
+                                "apiwarden_records_write_errors_total) until it catches up", kMaxBacklogBytes >> 20);
+      }
+      return;
+    }
+    dropping_ = false;
+    queued_bytes_ += chunk.text.size();
+    queue_.push_back(std::move(chunk));
+  }
+  work_.notify_one();
+}
+
+void JsonLinesWriter::sync() {
+  flush();
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return queue_.empty() && !busy_; });
+}
+
+void JsonLinesWriter::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and everything is written
+    Chunk chunk = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    std::string_view text = chunk.text.view();
+    bool ok = std::fwrite(text.data(), 1, text.size(), file_) == text.size() && std::fflush(file_) == 0;
+    if (!ok) std::clearerr(file_);
+    (ok ? written_ : write_errors_) += chunk.lines;
+    lock.lock();
+    queued_bytes_ -= text.size();
+    busy_ = false;
+    if (queue_.empty()) idle_.notify_all();
   }
 }
 

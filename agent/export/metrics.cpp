@@ -85,7 +85,7 @@ AgentMetrics::AgentMetrics(size_t max_workloads)
       BuildCounter().Name("apiwarden_records_written_total").Help("Records written by type").Register(*registry_);
   auto& record_errors = BuildCounter()
                             .Name("apiwarden_records_write_errors_total")
-                            .Help("Records that could not be written")
+                            .Help("Records that could not be written (a failed write, or more than 64 MiB of output backlog)")
                             .Register(*registry_);
   auto& unanswered = BuildCounter()
                          .Name("apiwarden_http_unpaired_total")

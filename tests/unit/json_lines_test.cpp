@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
+#include <thread>
 
 namespace apiwarden::records {
 namespace {
@@ -141,6 +144,7 @@ TEST(JsonLines, WritesOneParsableLinePerRecord) {
       r.path = "/" + std::to_string(i);
       (*writer)->write(r);
     }
+    (*writer)->sync();
     EXPECT_EQ((*writer)->written(), 100u);
   }
   std::ifstream in(path);
@@ -149,6 +153,39 @@ TEST(JsonLines, WritesOneParsableLinePerRecord) {
   while (std::getline(in, line)) EXPECT_EQ(nlohmann::json::parse(line)["http"]["path"], "/" + std::to_string(n++));
   EXPECT_EQ(n, 100);
   unlink(path.c_str());
+}
+
+// An output nobody reads (a pipe) blocks the writer thread, never the caller: beyond the backlog
+// whole chunks are dropped and counted, and once the reader comes every line is either in the
+// output or counted, in order.
+TEST(JsonLines, ABlockedOutputNeverBlocksTheCallerAndDropsAreCounted) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  auto writer = JsonLinesWriter::open("/proc/self/fd/" + std::to_string(fds[1]));
+  ASSERT_TRUE(writer);
+  close(fds[1]);
+  FlowInfo f = flow();
+  HttpRecord r = get(f);
+  r.path = "/" + std::string(900, 'p');  // about 1 KiB a line
+  const uint64_t lines = 2 * JsonLinesWriter::kMaxBacklogBytes / 1024;
+  for (uint64_t i = 0; i < lines; ++i) (*writer)->write(r);  // returns: the pipe is full after 64 KiB
+  (*writer)->flush();
+  EXPECT_GT((*writer)->writeErrors(), lines / 4);
+  uint64_t read_lines = 0;
+  std::thread reader([&] {
+    char buf[1 << 16];
+    for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) > 0;) read_lines += std::count(buf, buf + n, '\n');
+  });
+  uint64_t written = 0, errors = 0;
+  (*writer)->sync();
+  written = (*writer)->written();
+  errors = (*writer)->writeErrors();
+  writer->reset();  // closes the pipe: the reader sees its end
+  reader.join();
+  close(fds[0]);
+  EXPECT_EQ(written + errors, lines);
+  EXPECT_EQ(read_lines, written);
+  EXPECT_GT(written, 0u);
 }
 
 TEST(JsonLines, UnwritablePathIsAnError) {
