@@ -368,7 +368,8 @@ template <typename Record>
 void JsonLinesWriter::writeLine(const Record& record) {
   appendJson(chunk_.text, record);
   chunk_.text.push_back('\n');
-  if (++chunk_.lines, chunk_.text.size() >= kChunkBytes) flush();
+  ++chunk_.lines;
+  if (chunk_.text.size() >= kChunkBytes) flush();
 }
 
 void JsonLinesWriter::write(const HttpRecord& record) { writeLine(record); }
