@@ -2,10 +2,11 @@
 
 Runs are interleaved (off, on, off, on, ...) so drift on a noisy machine hits both sides alike;
 the figures are medians. Also prints the agent's own CPU time per request, a steadier figure than
-the ratio on a busy two-core machine. Prints the keep-alive and new-connection ratios, the last line being
-the keep-alive ratio (target >= 0.95; new connection per request >= 0.85).
+the ratio on a busy two-core machine; --baseline-agent runs another build side by side. Prints the
+keep-alive and new-connection ratios, the last line being the keep-alive ratio (target >= 0.95; new
+connection per request >= 0.85).
 
-usage: python3 bench/http_overhead.py [--rounds 5] [--seconds 5] [--baseline-agent OTHER_BUILD/bin/apiwarden-agent]
+usage: python3 bench/http_overhead.py [--rounds 5] [--seconds 5] [--baseline-agent OTHER/bin/apiwarden-agent]
 """
 import argparse
 import os
