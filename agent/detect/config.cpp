@@ -98,11 +98,7 @@ Result<DetectConfig> parseDetectConfig(const std::string& yaml) {
 }
 
 Result<DetectConfig> loadDetectConfig(const std::string& path) {
-  auto text = readFile(path);
-  if (!text) return std::unexpected(text.error());
-  auto config = parseDetectConfig(*text);
-  if (!config) return std::unexpected(std::move(config.error()).context(path));
-  return config;
+  return parseFile(path, [](const std::string& text) { return parseDetectConfig(text); });
 }
 
 }  // namespace apiwarden::detect

@@ -74,11 +74,7 @@ Result<std::vector<ResponsePolicy>> parseResponses(const std::string& yaml) {
 }
 
 Result<std::vector<ResponsePolicy>> loadResponses(const std::string& path) {
-  auto text = readFile(path);
-  if (!text) return std::unexpected(text.error());
-  auto policies = parseResponses(*text);
-  if (!policies) return std::unexpected(std::move(policies.error()).context(path));
-  return policies;
+  return parseFile(path, [](const std::string& text) { return parseResponses(text); });
 }
 
 }  // namespace apiwarden::enforce
