@@ -92,13 +92,20 @@ class Bench:
             agent = sum(int(v) for v in f.read().rpartition(")")[2].split()[11:13]) / ticks  # utime, stime
         return machine, ours + agent
 
+    def usage(self, cgroup):
+        """CPU seconds the cgroup's processes have used so far."""
+        with open(os.path.join(cgroup.path, "cpu.stat")) as f:
+            return int(f.readline().split()[1]) / 1e6  # usage_usec
+
     def wrk(self):
         argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{self.args.seconds}s", "-H",
                 f"Authorization: Bearer {BENIGN}", f"http://127.0.0.1:{self.port}/api/x"]
         time.sleep(1.2)  # the agent refreshes its metrics every second
         records_before, lost_before = self.kernel_records(), self.lost()
         before = self.cpu_seconds()
+        client_before, server_before = self.usage(self.client), self.usage(self.server)
         out = self.ws.run_in(argv, self.client, timeout=self.args.seconds + 60).decode()
+        client_after, server_after = self.usage(self.client), self.usage(self.server)
         after = self.cpu_seconds()
         time.sleep(1.2)
         records_after, lost_after = self.kernel_records(), self.lost()
@@ -111,6 +118,8 @@ class Bench:
         if errors:
             raise RuntimeError(f"wrk saw errors (is the benign token refused?):\n{out}")
         requests = float(rate.group(1)) * self.args.seconds
+        self.client_us = 1e6 * (client_after - client_before) / requests
+        self.server_us = 1e6 * (server_after - server_before) / requests
         self.records_per_request = (records_after - records_before) / requests
         self.lost_share = (lost_after - lost_before) / max(records_after - records_before, 1)
         return float(rate.group(1))
@@ -158,6 +167,7 @@ def main():
     started = time.monotonic()
     rates = {False: [], True: []}
     others = {False: [], True: []}
+    client_us = {False: [], True: []}
     with harness.workspace() as ws:
         bench = Bench(ws, args)
         try:
@@ -171,9 +181,11 @@ def main():
                     rate, revoked, refused = bench.run_arm(on)
                     rates[on].append(rate)
                     others[on].append(bench.others)
+                    client_us[on].append(bench.client_us)
                     check = (f"  revoked-token curl: exit {revoked[0]} (refused at its write), rule counted "
                              f"{refused} refused request(s)") if on else ""
                     print(f"round {round_ + 1:2} credential check {'on ' if on else 'off'} {rate:10.0f} req/s  "
+                          f"wrk {bench.client_us:.2f} us/request, nginx {bench.server_us:.2f}  "
                           f"({bench.records_per_request:.2f} kernel records/request, {100 * bench.lost_share:.1f}% lost)  "
                           f"(other work on the machine: {bench.others:.2f} cores){check}", flush=True)
         finally:
@@ -193,6 +205,8 @@ def main():
               f"median ratio {statistics.median(quiet):.3f}")
     print(f"wall time {time.monotonic() - started:.0f} s")
     print(f"keep-alive, {args.connections} connections: median off {off:.0f} req/s, on {on:.0f} req/s")
+    print(f"wrk's CPU per request (its cgroup): median off {statistics.median(client_us[False]):.2f} us, "
+          f"on {statistics.median(client_us[True]):.2f} us")
     print(f"credential check on/off request-rate ratio (target >= 0.90): {on / off:.3f}")
 
 
