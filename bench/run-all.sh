@@ -16,5 +16,7 @@ echo "== sustained ingest at the target (wrk paced to ~50,000 req/s + nginx, 60 
 /usr/bin/python3 bench/ingest.py --seconds 60 --paced --connections 125
 echo "== enforcement latency (apiwardenctl cut -> first refused connect / first dropped packet)"
 /usr/bin/python3 bench/enforce_latency.py
+echo "== the credential scan's time per request head (in the kernel, BPF_PROG_TEST_RUN)"
+"$BUILD/bin/apiwarden_credential_scan_bench"
 echo "== credential check cost (wrk keep-alive, revoke rule for another token vs none, interleaved medians)"
 /usr/bin/python3 bench/credential_overhead.py

@@ -9,12 +9,12 @@ find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
 function(apiwarden_bpf_skeleton target)
   cmake_parse_arguments(ARG "" "NAME" "SOURCES;INCLUDES" ${ARGN})
   set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/${ARG_NAME})
-  set(vmlinux_dir ${CMAKE_CURRENT_BINARY_DIR}/vmlinux)
+  set(vmlinux_dir ${PROJECT_BINARY_DIR}/vmlinux)
   # CO-RE: the types come from the build machine's kernel; relocations adapt them at load time.
-  # One vmlinux.h per directory, shared by its skeletons.
-  get_property(have_vmlinux DIRECTORY PROPERTY APIWARDEN_VMLINUX_RULE)
+  # One vmlinux.h, shared by every skeleton.
+  get_property(have_vmlinux GLOBAL PROPERTY APIWARDEN_VMLINUX_RULE)
   if(NOT have_vmlinux)
-    set_property(DIRECTORY PROPERTY APIWARDEN_VMLINUX_RULE TRUE)
+    set_property(GLOBAL PROPERTY APIWARDEN_VMLINUX_RULE TRUE)
     add_custom_command(
       OUTPUT ${vmlinux_dir}/vmlinux.h
       COMMAND ${CMAKE_COMMAND} -E make_directory ${vmlinux_dir}
@@ -28,7 +28,8 @@ function(apiwarden_bpf_skeleton target)
   foreach(dir ${ARG_INCLUDES})
     list(APPEND include_flags -I${dir})
   endforeach()
-  file(GLOB_RECURSE bpf_headers CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.h)
+  # The sources own headers and the shared ones under bpf/ (bench programs include those).
+  file(GLOB_RECURSE bpf_headers CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.h ${PROJECT_SOURCE_DIR}/bpf/*.h)
   set(objects)
   foreach(src ${ARG_SOURCES})
     get_filename_component(stem ${src} NAME_WE)

@@ -2,7 +2,8 @@
 /*
  * The request-head scan of the credential check: the last word of every header value, hashed
  * with the installation's key, looked up in apiwarden_cred_rules. The caller copies the bytes
- * into this CPU's scan buffer and runs credential_scan().
+ * into its slot of this CPU's scratch (credential_scratch), sets it up with credential_scan_init
+ * and runs credential_scan().
  */
 #ifndef APIWARDEN_BPF_CREDENTIAL_SCAN_H
 #define APIWARDEN_BPF_CREDENTIAL_SCAN_H
@@ -10,17 +11,6 @@
 #include "enforce.h"
 
 #define SCAN_MAX 8192 /* bytes of one write examined: a request head */
-
-struct scan_buffer {
-	__u8 bytes[SCAN_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scan_buffer);
-} apiwarden_scan_buffers SEC(".maps") __weak;
 
 enum scan_state {
 	SCAN_LINE_START, /* at the first byte of a line */
@@ -32,17 +22,48 @@ enum scan_state {
 struct scan {
 	__u64 key0, key1;
 	__u64 filter;     /* apiwarden_enforce_config.cred_filter */
-	struct scan_buffer *buffer; /* the bytes (this CPU's scan buffer) */
 	__u64 hash;       /* of the current word */
 	__u32 len;        /* bytes to scan */
-	__u32 word_at;    /* offset of the 8-byte word scan__word passes to scan__byte */
-	__u32 word_len;   /* bytes in the current word */
+	__u32 at;         /* offset of the next byte */
+	__u32 in_word;    /* the current word has bytes */
 	__u8 state;       /* enum scan_state */
 	__u8 in_space;    /* the last byte was a space or tab: the next byte starts a word */
 	__u8 receiving;   /* the receiver's side: who sent it is unknown, so bind rules do not apply */
 	__u8 head_done;   /* the scan stopped at the blank line that ends the head */
-	struct apiwarden_cred_rule *found;
+	__u8 found;       /* it stopped at a refused credential: the rule's id and flags follow */
+	__u8 pad[3];
+	__u32 rule_id;
+	__u32 rule_flags;
 };
+
+/* A scan and its bytes. */
+struct scan_scratch {
+	struct scan s;
+	__u8 bytes[SCAN_MAX];
+};
+
+/*
+ * Per CPU, one slot for each side: the sender's scan (sk_msg, in the writing task) can be
+ * interrupted on its CPU by the receiver's (cgroup_skb ingress, in softirq). In a map rather than
+ * on the stack because the verifier does not follow what a map holds: it checks a scan step once,
+ * not once for every combination of scan states it could tell apart on the stack.
+ */
+enum scan_slot {
+	SCAN_SENDER = 0,
+	SCAN_RECEIVER = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct scan_scratch);
+} apiwarden_scan_scratch SEC(".maps") __weak;
+
+static __always_inline struct scan_scratch *credential_scratch(__u32 slot)
+{
+	return bpf_map_lookup_elem(&apiwarden_scan_scratch, &slot);
+}
 
 /* Whether the credential may pass: a bound one from its owner (the current task, at the sender). */
 static __always_inline bool scan__allowed(const struct scan *s, const struct apiwarden_cred_rule *rule)
@@ -59,7 +80,7 @@ static __always_inline bool scan__line_end(struct scan *s)
 	struct apiwarden_cred_rule *rule;
 	__u64 hash;
 
-	if (s->state != SCAN_VALUE || s->word_len == 0)
+	if (s->state != SCAN_VALUE || s->in_word == 0)
 		return false;
 	hash = apiwarden_cred_hash_finish(s->hash, s->key1);
 	if (!(s->filter & (1ULL << (hash & 63))))
@@ -67,7 +88,9 @@ static __always_inline bool scan__line_end(struct scan *s)
 	rule = bpf_map_lookup_elem(&apiwarden_cred_rules, &hash);
 	if (!rule || !enforce__live(rule->expires_ns) || scan__allowed(s, rule))
 		return false;
-	s->found = rule;
+	s->found = 1;
+	s->rule_id = rule->rule_id;
+	s->rule_flags = rule->flags;
 	return true;
 }
 
@@ -94,7 +117,7 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 	case SCAN_NAME:
 		if (c == ':') {
 			s->state = SCAN_VALUE;
-			s->word_len = 0;
+			s->in_word = 0;
 			s->in_space = 1;
 		}
 		return 0;
@@ -108,95 +131,122 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 	}
 	if (s->in_space) {
 		s->hash = s->key0;
-		s->word_len = 0;
+		s->in_word = 0;
 		s->in_space = 0;
 	}
 	s->hash = apiwarden_cred_hash_step(s->hash, c);
-	s->word_len++;
+	s->in_word = 1;
 	return 0;
 }
 
-/* The byte at the word's offset k (scan__word's slow path), one bpf_loop step each. */
-static long scan__byte(__u64 k, void *ctx)
-{
-	struct scan *s = ctx;
-	__u32 i = s->word_at + k;
-
-	if (i >= s->len || !s->buffer)
-		return 1;
-	return scan__step(s, s->buffer->bytes[i & (SCAN_MAX - 1)]);
-}
-
 #define SCAN_ONES 0x0101010101010101ULL
-/* Whether any byte of w is c. */
-static __always_inline bool scan__has(__u64 w, __u8 c)
+#define SCAN_LOW7 0x7f7f7f7f7f7f7f7fULL
+
+/* Bit 7 of each byte of w that is c, exactly (no false positives: the positions are used). */
+static __always_inline __u64 scan__eq(__u64 w, __u8 c)
 {
 	__u64 x = w ^ (SCAN_ONES * c);
 
-	return ((x - SCAN_ONES) & ~x & (SCAN_ONES << 7)) != 0;
+	return ~(((x & SCAN_LOW7) + SCAN_LOW7) | x | SCAN_LOW7);
+}
+
+/* Bit 7 of each byte of w below c (c <= 0x80), exactly. */
+static __always_inline __u64 scan__below(__u64 w, __u8 c)
+{
+	return ~(((w & SCAN_LOW7) + SCAN_ONES * (0x80 - c)) | w | SCAN_LOW7);
+}
+
+/* Index of the lowest byte whose bit 7 is set in m (m != 0): its lowest bit, times a constant
+ * whose byte 7-k is k, leaves k in the top byte. */
+static __always_inline __u32 scan__first(__u64 m)
+{
+	return (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
 }
 
 /*
- * Eight bytes per bpf_loop step: inside a header name (or the request line) a word without LF or
- * colon is skipped, inside a value a word without blanks or line ends is hashed at once; other
- * words go byte by byte.
+ * One stretch of the head: the bytes up to the next byte that can change the scan's state (at
+ * most eight, found with the masks above) are skipped inside a header name or hashed inside a
+ * value, then that byte goes through scan__step. 1: stop.
  */
-static long scan__word(__u64 index, void *ctx)
+static __always_inline int scan__stretch(struct scan_scratch *scratch)
 {
-	struct scan *s = ctx;
-	__u32 at = index * 8;
-	__u64 w;
+	struct scan *s = &scratch->s;
+	__u32 at, off, n, d;
+	__u64 w, m;
 
-	if (at >= s->len || !s->buffer)
+	at = s->at;
+	if (at >= s->len)
 		return 1;
-	if (at + 8 <= s->len) {
-		w = *(__u64 *)&s->buffer->bytes[at & (SCAN_MAX - 8)];
-		if (s->state == SCAN_NAME && !scan__has(w, '\n') && !scan__has(w, ':'))
-			return 0;
-		if (s->state == SCAN_VALUE && !scan__has(w, '\n') && !scan__has(w, '\r') && !scan__has(w, ' ') &&
-		    !scan__has(w, '\t')) {
-			if (s->in_space) {
-				s->hash = s->key0;
-				s->word_len = 0;
-				s->in_space = 0;
-			}
-#pragma unroll
-			for (int k = 0; k < 8; k++)
-				s->hash = apiwarden_cred_hash_step(s->hash, (w >> (8 * k)) & 0xff); /* little-endian */
-			s->word_len += 8;
-			return 0;
-		}
+	/* Eight bytes from at; near the buffer's end, the last eight shifted down. */
+	off = at > SCAN_MAX - 8 ? SCAN_MAX - 8 : at;
+	if (off > SCAN_MAX - 8)
+		return 1;
+	/* One unaligned load (x86 allows it), not eight byte loads: through an integer, clang does
+	 * not see the byte array's alignment. Little-endian: byte k at bits 8k. */
+	w = *(__u64 *)((long)scratch->bytes + off) >> (8 * (at - off));
+	n = s->len - at < 8 ? s->len - at : 8;
+	switch (s->state) {
+	case SCAN_NAME:
+		m = scan__eq(w, '\n') | scan__eq(w, ':');
+		break;
+	case SCAN_VALUE:
+		m = scan__below(w, '!'); /* blanks, CR, LF (other control bytes go through scan__step too) */
+		break;
+	default: /* a line's first byte */
+		m = 0x80;
 	}
-	s->word_at = at;
-	bpf_loop(8, scan__byte, s, 0);
-	return s->found || s->head_done ? 1 : 0;
+	if (n < 8)
+		m &= (1ULL << (8 * n)) - 1;
+	d = m ? scan__first(m) : n;
+	if (d > 0 && s->state == SCAN_VALUE) {
+		if (s->in_space) {
+			s->hash = s->key0;
+			s->in_word = 0;
+			s->in_space = 0;
+		}
+#pragma unroll
+		for (__u32 k = 0; k < 8; k++) {
+			if (k >= d)
+				break;
+			s->hash = apiwarden_cred_hash_step(s->hash, (w >> (8 * k)) & 0xff);
+		}
+		s->in_word = 1;
+	}
+	if (d == n) {
+		s->at = at + d;
+		return 0;
+	}
+	s->at = at + d + 1;
+	return scan__step(s, (w >> (8 * d)) & 0xff);
 }
 
-static __always_inline struct scan_buffer *credential_scan_buffer(void)
+/* Two stretches per bpf_loop step: most are short (a line's end, its first byte, a colon). */
+static long scan__steps(__u64 index, void *ctx)
 {
-	__u32 zero = 0;
+	struct scan_scratch *scratch = credential_scratch(*(__u32 *)ctx);
 
-	return bpf_map_lookup_elem(&apiwarden_scan_buffers, &zero);
+	if (!scratch || scan__stretch(scratch))
+		return 1;
+	return scan__stretch(scratch);
 }
 
-/* A scan from the start of a request head. */
+/* A scan of len bytes from the start of a request head. */
 static __always_inline void credential_scan_init(struct scan *s, const struct apiwarden_enforce_config *config,
-						 bool receiving)
+						 bool receiving, __u32 len)
 {
 	__builtin_memset(s, 0, sizeof(*s));
 	s->key0 = config->hash_key[0];
 	s->key1 = config->hash_key[1];
 	s->filter = config->cred_filter;
 	s->receiving = receiving;
+	s->len = len;
 	s->state = SCAN_NAME; /* the request line has no value to look at */
 }
 
-/* Scans the first len bytes of the buffer; s->found is the credential rule they present. */
-static __always_inline void credential_scan(struct scan *s, struct scan_buffer *buffer, __u32 len)
+/* Scans the slot's bytes; its s.found says whether they present a refused credential. */
+static __always_inline void credential_scan(__u32 slot, __u32 len)
 {
-	s->len = len;
-	s->buffer = buffer;
-	bpf_loop((len + 7) / 8, scan__word, s, 0);
+	bpf_loop(len, scan__steps, &slot, 0); /* each step moves on at least one byte */
 }
 
 #endif

@@ -54,7 +54,7 @@ enum enforce_sender {
  * sockets while credential rules exist, the receiving-side scan's state between segments. */
 struct enforce_sock {
 	__u64 hash;     /* scan state: the current word's hash */
-	__u32 word_len; /* scan state: its length */
+	__u32 in_word;  /* scan state: whether it has bytes */
 	__u8 role;      /* enum apiwarden_role */
 	__u8 refused;   /* a refused credential arrived: drop the rest, the agent resets it */
 	__u8 scanning;  /* inside a request head that continues in the next segment */

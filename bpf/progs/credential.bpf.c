@@ -17,9 +17,7 @@ int apiwarden_enforce_msg(struct sk_msg_md *msg)
 {
 	struct apiwarden_enforce_config *config = enforce__config();
 	struct apiwarden_rule_counters *counters;
-	struct apiwarden_cred_rule *rule;
-	struct scan_buffer *buffer;
-	struct scan s;
+	struct scan_scratch *scratch;
 	__u32 len;
 
 	if (!config || !config->cred_rules)
@@ -29,19 +27,18 @@ int apiwarden_enforce_msg(struct sk_msg_md *msg)
 		len = SCAN_MAX;
 	if (len == 0 || bpf_msg_pull_data(msg, 0, len, 0) != 0)
 		return SK_PASS;
-	buffer = credential_scan_buffer();
+	scratch = credential_scratch(SCAN_SENDER);
 	/* msg->data is linear for len bytes after the pull. */
-	if (!buffer || bpf_probe_read_kernel(buffer->bytes, len, (void *)(long)msg->data) != 0)
+	if (!scratch || bpf_probe_read_kernel(scratch->bytes, len, (void *)(long)msg->data) != 0)
 		return SK_PASS;
-	credential_scan_init(&s, config, false);
-	credential_scan(&s, buffer, len);
-	rule = s.found;
-	if (!rule)
+	credential_scan_init(&scratch->s, config, false, len);
+	credential_scan(SCAN_SENDER, len);
+	if (!scratch->s.found)
 		return SK_PASS;
-	counters = enforce__counters(rule->rule_id);
+	counters = enforce__counters(scratch->s.rule_id);
 	if (counters)
 		counters->requests++;
-	return rule->flags & APIWARDEN_RULE_MONITOR ? SK_PASS : SK_DROP;
+	return scratch->s.rule_flags & APIWARDEN_RULE_MONITOR ? SK_PASS : SK_DROP;
 }
 
 /*

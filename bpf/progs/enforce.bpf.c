@@ -180,10 +180,10 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 	struct apiwarden_enforce_config *config = enforce__config();
 	struct apiwarden_rule_counters *counters;
 	struct packet_info pi = {};
-	struct scan_buffer *buffer;
+	struct scan_scratch *scratch;
 	struct enforce_sock *state;
 	struct bpf_sock *sk;
-	struct scan s;
+	struct scan *s;
 	__u32 len;
 
 	if (!config || !config->cred_rules)
@@ -213,28 +213,29 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 			return 1;
 	}
 	len = pi.payload_len < SCAN_MAX ? pi.payload_len : SCAN_MAX;
-	buffer = credential_scan_buffer();
-	if (!buffer || bpf_skb_load_bytes(skb, pi.payload_off, buffer->bytes, len) != 0)
+	scratch = credential_scratch(SCAN_RECEIVER);
+	if (!scratch || bpf_skb_load_bytes(skb, pi.payload_off, scratch->bytes, len) != 0)
 		return 1;
-	credential_scan_init(&s, config, true);
+	s = &scratch->s;
+	credential_scan_init(s, config, true, len);
 	if (state->scanning) {
-		s.hash = state->hash;
-		s.word_len = state->word_len;
-		s.state = state->state;
-		s.in_space = state->in_space;
+		s->hash = state->hash;
+		s->in_word = state->in_word;
+		s->state = state->state;
+		s->in_space = state->in_space;
 	}
-	credential_scan(&s, buffer, len);
-	state->scanning = !s.head_done && !s.found;
-	state->hash = s.hash;
-	state->word_len = s.word_len;
-	state->state = s.state;
-	state->in_space = s.in_space;
-	if (!s.found)
+	credential_scan(SCAN_RECEIVER, len);
+	state->scanning = !s->head_done && !s->found;
+	state->hash = s->hash;
+	state->in_word = s->in_word;
+	state->state = s->state;
+	state->in_space = s->in_space;
+	if (!s->found)
 		return 1;
-	counters = enforce__counters(s.found->rule_id);
+	counters = enforce__counters(s->rule_id);
 	if (counters)
 		counters->requests++;
-	if (s.found->flags & APIWARDEN_RULE_MONITOR)
+	if (s->rule_flags & APIWARDEN_RULE_MONITOR)
 		return 1;
 	state->refused = 1;
 	return SK_DROP;

@@ -418,6 +418,21 @@ TEST_F(Enforce, LongTokensAreMatchedAtEveryAlignment) {
   EXPECT_EQ(counters(2).requests, 8u);
 }
 
+// The scan reads eight bytes at a time; in the last eight bytes of its 8 KiB it reads back from
+// the end. A head filling the 8 KiB exactly, or nearly, with the token in its last line.
+TEST_F(Enforce, TokenAtTheEndOfAFullScanIsRefused) {
+  Listener server(AF_INET);
+  refuse("tok-A-123", 0);
+  const std::string tail = "\r\nAuthorization: Bearer tok-A-123\r\n\r\n";
+  for (size_t total : {8192u, 8191u, 8187u, 8185u}) {
+    std::string head = "GET /orders/7 HTTP/1.1\r\nHost: api\r\nX-Pad: ";
+    head += std::string(total - head.size() - tail.size(), 'p') + tail;
+    ASSERT_EQ(head.size(), total);
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, head), EACCES) << total << " bytes";
+  }
+  EXPECT_EQ(counters(2).requests, 4u);
+}
+
 TEST_F(Enforce, RevokeReachesConnectionsOpenedBeforeIt) {
   Listener server(AF_INET);
   int go[2], done[2];
