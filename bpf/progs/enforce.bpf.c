@@ -199,6 +199,8 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 		return 1;
 	if (state->refused)
 		return SK_DROP;
+	if (state->sender == SENDER_CHECKED)
+		return 1; /* the peer's writes are checked where it sends them: no parsing here */
 	if (packet__parse(skb, &pi) != PACKET_TCP || pi.payload_len == 0)
 		return 1;
 	if (!state->scanning) {
@@ -207,10 +209,11 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 		len = pi.payload_len < sizeof(start) ? pi.payload_len : sizeof(start);
 		if (bpf_skb_load_bytes(skb, pi.payload_off, start, len) != 0 || !enforce__request_start(start, len))
 			return 1; /* a body, or a protocol that is not HTTP */
-		if (state->sender == SENDER_UNKNOWN)
+		if (state->sender == SENDER_UNKNOWN) {
 			state->sender = enforce__checked_at_sender(skb, &pi) ? SENDER_CHECKED : SENDER_UNCHECKED;
-		if (state->sender == SENDER_CHECKED)
-			return 1;
+			if (state->sender == SENDER_CHECKED)
+				return 1;
+		}
 	}
 	len = pi.payload_len < SCAN_MAX ? pi.payload_len : SCAN_MAX;
 	scratch = credential_scratch(SCAN_RECEIVER);
