@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
+#include <vector>
 
 namespace apiwarden::loader {
 namespace {
@@ -60,6 +62,7 @@ Result<std::unique_ptr<EnforceProgram>> EnforceProgram::open(const EnforceOption
                          "/maps of an incompatible version also fails here); libbpf said:" + recentWarnings());
   }
   if (auto attached = program->attach(options.cgroup_dir); !attached) return std::unexpected(attached.error());
+  program->removeStaleMapPins();
   if (auto ready = program->initConfig(options); !ready) return std::unexpected(ready.error());
   return program;
 }
@@ -73,6 +76,30 @@ Result<void> EnforceProgram::pinMaps() {
     if (bpf_map__set_pin_path(map, path.c_str()) != 0) return fail(errno, "setting pin path " + path);
   }
   return {};
+}
+
+// Pins an earlier version left for maps this one no longer has: its programs, which used them,
+// have just been replaced, so nothing refers to them any more.
+void EnforceProgram::removeStaleMapPins() {
+  std::set<std::string> ours;
+  bpf_map* map;
+  bpf_object__for_each_map(map, skel_->obj) ours.insert(bpf_map__name(map));
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(pin_dir_ + "/maps", ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    if (!ours.count(it->path().filename().string())) stale.push_back(it->path());
+  }
+  for (const fs::path& path : stale) {
+    std::string name = path.filename().string();
+    std::error_code removed;
+    fs::remove(path, removed);
+    if (removed) {
+      logger("loader")->warn("cannot remove the pin of map {}, which this version no longer uses: {}", name,
+                             removed.message());
+    } else {
+      logger("loader")->info("removed the pin of map {}, which this version no longer uses", name);
+    }
+  }
 }
 
 // The credential hash key is made once per installation and kept with the pinned config.

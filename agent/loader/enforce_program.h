@@ -65,6 +65,7 @@ class EnforceProgram {
  private:
   EnforceProgram() = default;
   Result<void> pinMaps();
+  void removeStaleMapPins();
   Result<void> attach(const std::string& cgroup_dir);
   Result<void> initConfig(const EnforceOptions& options);
   Result<void> runIterator(bpf_program* program, const char* what);

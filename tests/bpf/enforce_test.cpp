@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -376,6 +377,19 @@ TEST_F(Enforce, RestartedProgramTakesOverThePinsWithoutAGap) {
   EXPECT_EQ(connectErrno(root_ / "b", Target::kV4, v4.port), 0);
   program_ = std::move(*second);
   EXPECT_EQ(counters().connects, 1u);
+}
+
+TEST_F(Enforce, MapPinsAnEarlierVersionLeftAreRemoved) {
+  size_t pinned = program_->pinnedObjects();
+  int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, nullptr, sizeof(uint32_t), 64, 2, nullptr);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  std::string stale = pins_ + "/maps/apiwarden_scan_buffers";  // the scan's buffer until this version
+  ASSERT_EQ(bpf_obj_pin(fd, stale.c_str()), 0) << std::strerror(errno);
+  ::close(fd);
+  auto second = EnforceProgram::open({kCgroup2.string(), root_.string(), pins_});
+  ASSERT_TRUE(second) << second.error().describe();
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_EQ((*second)->pinnedObjects(), pinned);
 }
 
 TEST_F(Enforce, PinsOfAnotherCgroupAreRefused) {
