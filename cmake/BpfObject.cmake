@@ -28,7 +28,7 @@ function(apiwarden_bpf_skeleton target)
   foreach(dir ${ARG_INCLUDES})
     list(APPEND include_flags -I${dir})
   endforeach()
-  # The sources own headers and the shared ones under bpf/ (bench programs include those).
+  # The sources' own headers and the shared ones under bpf/ (bench programs include those).
   file(GLOB_RECURSE bpf_headers CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.h ${PROJECT_SOURCE_DIR}/bpf/*.h)
   set(objects)
   foreach(src ${ARG_SOURCES})
