@@ -180,7 +180,7 @@ static __always_inline int scan__stretch(struct scan_scratch *scratch)
 	/* Eight bytes from at; near the buffer's end, the last eight shifted down. */
 	off = at > SCAN_MAX - 8 ? SCAN_MAX - 8 : at;
 	if (off > SCAN_MAX - 8)
-		return 1;
+		return 1; /* never: the bound, spelt out for the verifier */
 	/* One unaligned load (x86 allows it), not eight byte loads: through an integer, clang does
 	 * not see the byte array's alignment. Little-endian: byte k at bits 8k. */
 	w = *(__u64 *)((long)scratch->bytes + off) >> (8 * (at - off));
