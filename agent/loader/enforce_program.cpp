@@ -102,15 +102,22 @@ void EnforceProgram::removeStaleMapPins() {
   }
 }
 
-// The credential hash key is made once per installation and kept with the pinned config.
+// The credential hash key is made once per installation and kept with the pinned config, with the
+// version of the hash the credential rules were installed under.
 Result<void> EnforceProgram::initConfig(const EnforceOptions& options) {
   auto current = config();
   if (!current) return std::unexpected(current.error());
   apiwarden_enforce_config fresh = *current;
-  if (fresh.hash_key[0] == 0 && fresh.hash_key[1] == 0 &&
-      getrandom(fresh.hash_key, sizeof(fresh.hash_key), 0) != sizeof(fresh.hash_key)) {
-    return fail(errno, "reading random bytes for the credential hash key");
+  if (fresh.hash_key[0] == 0 && fresh.hash_key[1] == 0) {
+    if (getrandom(fresh.hash_key, sizeof(fresh.hash_key), 0) != sizeof(fresh.hash_key)) {
+      return fail(errno, "reading random bytes for the credential hash key");
+    }
+  } else if (fresh.hash_version != APIWARDEN_CRED_HASH_VERSION) {
+    stale_credential_hashes_ = true;
+    logger("loader")->warn("the pinned credential rules were hashed by an earlier version (hash {}, now {})",
+                           fresh.hash_version, APIWARDEN_CRED_HASH_VERSION);
   }
+  fresh.hash_version = APIWARDEN_CRED_HASH_VERSION;
   fs::path relative = fs::path(options.cgroup_dir).lexically_relative(options.cgroup_mount);
   fresh.root_cgroup = cgroup_id_;
   fresh.root_level = static_cast<uint32_t>(std::distance(relative.begin(), relative.end()));

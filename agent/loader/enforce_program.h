@@ -35,6 +35,8 @@ class EnforceProgram {
 
   // True when the links were found pinned (an earlier agent's) and taken over.
   bool adopted() const { return adopted_; }
+  // The pinned credential rules' hashes are of an earlier version's kernel hash: they match nothing.
+  bool staleCredentialHashes() const { return stale_credential_hashes_; }
   uint64_t cgroupId() const { return cgroup_id_; }
 
   Result<void> putCut(uint64_t cgroup_id, const apiwarden_cut_rule& rule);
@@ -74,6 +76,7 @@ class EnforceProgram {
   std::string pin_dir_;
   uint64_t cgroup_id_ = 0;
   bool adopted_ = false;
+  bool stale_credential_hashes_ = false;
   std::vector<int> link_fds_;
 };
 

@@ -22,10 +22,11 @@ enum scan_state {
 struct scan {
 	__u64 key0, key1;
 	__u64 filter;     /* apiwarden_enforce_config.cred_filter */
-	__u64 hash;       /* of the current word */
+	__u64 hash;       /* of the current word's whole 64-bit words (apiwarden_cred_hash_word) */
+	__u64 partial;    /* the bytes after them, wlen % 8 of them, little-endian */
 	__u32 len;        /* bytes to scan */
 	__u32 at;         /* offset of the next byte */
-	__u32 in_word;    /* the current word has bytes */
+	__u32 wlen;       /* bytes in the current word */
 	__u8 state;       /* enum scan_state */
 	__u8 in_space;    /* the last byte was a space or tab: the next byte starts a word */
 	__u8 receiving;   /* the receiver's side: who sent it is unknown, so bind rules do not apply */
@@ -46,7 +47,9 @@ struct scan_scratch {
  * Per CPU, one slot for each side: the sender's scan (sk_msg, in the writing task) can be
  * interrupted on its CPU by the receiver's (cgroup_skb ingress, in softirq). In a map rather than
  * on the stack because the verifier does not follow what a map holds: it checks a scan step once,
- * not once for every combination of scan states it could tell apart on the stack.
+ * not once for every combination of scan states it could tell apart on the stack. Named anew when
+ * struct scan changes size (apiwarden_scan_scratch before hash version 2): a pinned map of
+ * another size is not reused, and the loader removes the old name's pin.
  */
 enum scan_slot {
 	SCAN_SENDER = 0,
@@ -58,11 +61,11 @@ struct {
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct scan_scratch);
-} apiwarden_scan_scratch SEC(".maps") __weak;
+} apiwarden_scan_slots SEC(".maps") __weak;
 
 static __always_inline struct scan_scratch *credential_scratch(__u32 slot)
 {
-	return bpf_map_lookup_elem(&apiwarden_scan_scratch, &slot);
+	return bpf_map_lookup_elem(&apiwarden_scan_slots, &slot);
 }
 
 /* Whether the credential may pass: a bound one from its owner (the current task, at the sender). */
@@ -74,15 +77,32 @@ static __always_inline bool scan__allowed(const struct scan *s, const struct api
 	       rule->owner_cgroup;
 }
 
+/* Adds k (1 to 8) bytes, little-endian in b with zeros above, to the current word. */
+static __always_inline void scan__append(struct scan *s, __u64 b, __u32 k)
+{
+	__u32 p = s->wlen & 7;
+	__u64 partial = s->partial | b << (8 * p);
+
+	if (p + k >= 8) {
+		s->hash = apiwarden_cred_hash_word(s->hash, partial);
+		partial = (b >> (8 * (7 - p))) >> 8; /* the bytes that did not fit: none when p is 0 */
+	}
+	s->partial = partial;
+	s->wlen += k;
+}
+
 /* At the end of a header line: is its value's last word a refused credential? */
 static __always_inline bool scan__line_end(struct scan *s)
 {
 	struct apiwarden_cred_rule *rule;
 	__u64 hash;
 
-	if (s->state != SCAN_VALUE || s->in_word == 0)
+	if (s->state != SCAN_VALUE || s->wlen == 0)
 		return false;
-	hash = apiwarden_cred_hash_finish(s->hash, s->key1);
+	hash = s->hash;
+	if (s->wlen & 7)
+		hash = apiwarden_cred_hash_word(hash, s->partial);
+	hash = apiwarden_cred_hash_finish(hash, s->wlen, s->key1);
 	if (!(s->filter & (1ULL << (hash & 63))))
 		return false;
 	rule = bpf_map_lookup_elem(&apiwarden_cred_rules, &hash);
@@ -92,6 +112,15 @@ static __always_inline bool scan__line_end(struct scan *s)
 	s->rule_id = rule->rule_id;
 	s->rule_flags = rule->flags;
 	return true;
+}
+
+/* A new word starts at the next byte of a value. */
+static __always_inline void scan__word_start(struct scan *s)
+{
+	s->hash = s->key0;
+	s->partial = 0;
+	s->wlen = 0;
+	s->in_space = 0;
 }
 
 /* One byte of the head; 1: stop (a refused credential found, or the head ended). */
@@ -117,7 +146,7 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 	case SCAN_NAME:
 		if (c == ':') {
 			s->state = SCAN_VALUE;
-			s->in_word = 0;
+			s->wlen = 0;
 			s->in_space = 1;
 		}
 		return 0;
@@ -129,13 +158,9 @@ static __always_inline int scan__step(struct scan *s, __u8 c)
 		s->in_space = 1;
 		return 0;
 	}
-	if (s->in_space) {
-		s->hash = s->key0;
-		s->in_word = 0;
-		s->in_space = 0;
-	}
-	s->hash = apiwarden_cred_hash_step(s->hash, c);
-	s->in_word = 1;
+	if (s->in_space)
+		scan__word_start(s);
+	scan__append(s, c, 1);
 	return 0;
 }
 
@@ -163,27 +188,64 @@ static __always_inline __u32 scan__first(__u64 m)
 	return (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
 }
 
+/* Eight bytes from at (< SCAN_MAX), little-endian: byte k at bits 8k. Near the buffer's end the
+ * last eight are read and shifted down. One unaligned load (x86 allows it), not eight byte loads:
+ * through an integer, clang does not see the byte array's alignment. */
+static __always_inline __u64 scan__load(const struct scan_scratch *scratch, __u32 at)
+{
+	__u32 off = at > SCAN_MAX - 8 ? SCAN_MAX - 8 : at;
+
+	if (off > SCAN_MAX - 8)
+		return 0; /* never: the bound, spelt out for the verifier */
+	return *(__u64 *)((long)scratch->bytes + off) >> (8 * (at - off));
+}
+
+#define SCAN_RUN 8 /* rounds of scan__value_run: 128 bytes */
+
+/*
+ * Inside a value's word, aligned (eight bytes at a time from its first byte on): sixteen bytes per
+ * round, as two words, for as long as they hold no delimiter. A long token (a JWT) goes through
+ * here; its start and end go through scan__stretch. Not inlined: a call verifies once, where each
+ * way out of an inlined loop would be followed on through the rest of the scan.
+ */
+static __noinline void scan__value_run(struct scan_scratch *scratch)
+{
+	struct scan *s = &scratch->s;
+	__u32 at = s->at, len = s->len;
+	__u64 hash = s->hash, a, b;
+
+#pragma unroll
+	for (int i = 0; i < SCAN_RUN; i++) {
+		if (at + 16 > len)
+			break;
+		a = scan__load(scratch, at);
+		b = scan__load(scratch, at + 8);
+		if (scan__below(a, '!') | scan__below(b, '!'))
+			break;
+		hash = apiwarden_cred_hash_word(apiwarden_cred_hash_word(hash, a), b);
+		at += 16;
+	}
+	s->wlen += at - s->at;
+	s->hash = hash;
+	s->at = at;
+}
+
 /*
  * One stretch of the head: the bytes up to the next byte that can change the scan's state (at
- * most eight, found with the masks above) are skipped inside a header name or hashed inside a
- * value, then that byte goes through scan__step. 1: stop.
+ * most eight, found with the masks above) are skipped inside a header name or added to the word
+ * inside a value, then that byte goes through scan__step. Eight bytes of a value with no
+ * delimiter in the sixteen after them hand over to scan__value_run. 1: stop.
  */
 static __always_inline int scan__stretch(struct scan_scratch *scratch)
 {
 	struct scan *s = &scratch->s;
-	__u32 at, off, n, d;
+	__u32 at, n, d;
 	__u64 w, m;
 
 	at = s->at;
 	if (at >= s->len)
 		return 1;
-	/* Eight bytes from at; near the buffer's end, the last eight shifted down. */
-	off = at > SCAN_MAX - 8 ? SCAN_MAX - 8 : at;
-	if (off > SCAN_MAX - 8)
-		return 1; /* never: the bound, spelt out for the verifier */
-	/* One unaligned load (x86 allows it), not eight byte loads: through an integer, clang does
-	 * not see the byte array's alignment. Little-endian: byte k at bits 8k. */
-	w = *(__u64 *)((long)scratch->bytes + off) >> (8 * (at - off));
+	w = scan__load(scratch, at);
 	n = s->len - at < 8 ? s->len - at : 8;
 	switch (s->state) {
 	case SCAN_NAME:
@@ -199,21 +261,16 @@ static __always_inline int scan__stretch(struct scan_scratch *scratch)
 		m &= (1ULL << (8 * n)) - 1;
 	d = m ? scan__first(m) : n;
 	if (d > 0 && s->state == SCAN_VALUE) {
-		if (s->in_space) {
-			s->hash = s->key0;
-			s->in_word = 0;
-			s->in_space = 0;
-		}
-#pragma unroll
-		for (__u32 k = 0; k < 8; k++) {
-			if (k >= d)
-				break;
-			s->hash = apiwarden_cred_hash_step(s->hash, (w >> (8 * k)) & 0xff);
-		}
-		s->in_word = 1;
+		if (s->in_space)
+			scan__word_start(s);
+		scan__append(s, w & (((1ULL << (8 * d - 1)) << 1) - 1), d);
 	}
 	if (d == n) {
 		s->at = at + d;
+		/* eight bytes of a word, and sixteen more without a delimiter: a long one */
+		if (d == 8 && s->state == SCAN_VALUE && !(s->wlen & 7) && at + 24 <= s->len &&
+		    !(scan__below(scan__load(scratch, at + 8), '!') | scan__below(scan__load(scratch, at + 16), '!')))
+			scan__value_run(scratch);
 		return 0;
 	}
 	s->at = at + d + 1;

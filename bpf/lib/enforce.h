@@ -51,10 +51,13 @@ enum enforce_sender {
 };
 
 /* Who opened a socket, from sock_ops: connections predating the programs have none. For server
- * sockets while credential rules exist, the receiving-side scan's state between segments. */
+ * sockets while credential rules exist, the receiving-side scan's state between segments. Its map
+ * is named anew when the size changes (apiwarden_enforce_socks before hash version 2), as
+ * apiwarden_scan_slots is. */
 struct enforce_sock {
 	__u64 hash;     /* scan state: the current word's hash */
-	__u32 in_word;  /* scan state: whether it has bytes */
+	__u64 partial;  /* scan state: its bytes after the last whole 64-bit word */
+	__u32 wlen;     /* scan state: its length */
 	__u8 role;      /* enum apiwarden_role */
 	__u8 refused;   /* a refused credential arrived: drop the rest, the agent resets it */
 	__u8 scanning;  /* inside a request head that continues in the next segment */
@@ -69,7 +72,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct enforce_sock);
-} apiwarden_enforce_socks SEC(".maps") __weak;
+} apiwarden_socket_state SEC(".maps") __weak;
 
 /* Client sockets whose writes the sk_msg program checks (credential.bpf.c). */
 struct {

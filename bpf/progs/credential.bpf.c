@@ -67,7 +67,7 @@ int apiwarden_enforce_join_sockhash(struct bpf_iter__tcp *ctx)
 	cgrp = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup;
 	if (!cgrp || enforce__ancestor(CGROUP_STRUCT, cgrp, config->root_level) != config->root_cgroup)
 		return 0;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, (struct sock *)tp, 0, 0);
+	state = bpf_sk_storage_get(&apiwarden_socket_state, (struct sock *)tp, 0, 0);
 	if (state && state->role == APIWARDEN_ROLE_SERVER)
 		return 0;
 	cookie = bpf_get_socket_cookie(tp);

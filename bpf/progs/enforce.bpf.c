@@ -65,7 +65,7 @@ static __always_inline __u8 enforce__role(struct bpf_sock *sk)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return APIWARDEN_ROLE_UNKNOWN;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, sk, 0, 0);
+	state = bpf_sk_storage_get(&apiwarden_socket_state, sk, 0, 0);
 	return state ? state->role : APIWARDEN_ROLE_UNKNOWN;
 }
 
@@ -169,7 +169,7 @@ static __always_inline bool enforce__checked_at_sender(struct __sk_buff *skb, co
 	peer = bpf_sk_lookup_tcp(skb, &tuple, size, BPF_F_CURRENT_NETNS, 0);
 	if (!peer)
 		return false;
-	peer_state = bpf_sk_storage_get(&apiwarden_enforce_socks, peer, 0, 0);
+	peer_state = bpf_sk_storage_get(&apiwarden_socket_state, peer, 0, 0);
 	bool checked = peer_state && peer_state->role == APIWARDEN_ROLE_CLIENT;
 	bpf_sk_release(peer);
 	return checked;
@@ -194,7 +194,7 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 1;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, sk, 0, 0);
+	state = bpf_sk_storage_get(&apiwarden_socket_state, sk, 0, 0);
 	if (!state || state->role != APIWARDEN_ROLE_SERVER)
 		return 1;
 	if (state->refused)
@@ -223,14 +223,16 @@ static __always_inline int enforce__credential_ingress(struct __sk_buff *skb)
 	credential_scan_init(s, config, true, len);
 	if (state->scanning) {
 		s->hash = state->hash;
-		s->in_word = state->in_word;
+		s->partial = state->partial;
+		s->wlen = state->wlen;
 		s->state = state->state;
 		s->in_space = state->in_space;
 	}
 	credential_scan(SCAN_RECEIVER, len);
 	state->scanning = !s->head_done && !s->found;
 	state->hash = s->hash;
-	state->in_word = s->in_word;
+	state->partial = s->partial;
+	state->wlen = s->wlen;
 	state->state = s->state;
 	state->in_space = s->in_space;
 	if (!s->found)
@@ -277,7 +279,7 @@ int apiwarden_enforce_sockops(struct bpf_sock_ops *skops)
 	sk = skops->sk;
 	if (!sk)
 		return 1;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	state = bpf_sk_storage_get(&apiwarden_socket_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (state)
 		state->role = role;
 	config = enforce__config();
@@ -314,7 +316,7 @@ int apiwarden_enforce_teardown(struct bpf_iter__tcp *ctx)
 	cgrp = tp->inet_conn.icsk_inet.sk.sk_cgrp_data.cgroup;
 	if (!cgrp)
 		return 0;
-	state = bpf_sk_storage_get(&apiwarden_enforce_socks, (struct sock *)tp, 0, 0);
+	state = bpf_sk_storage_get(&apiwarden_socket_state, (struct sock *)tp, 0, 0);
 	if (state && state->refused) {
 		/* A connection that carried a refused credential (enforce__credential_ingress). */
 		bpf_sock_destroy(skc);

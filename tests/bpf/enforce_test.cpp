@@ -233,11 +233,17 @@ class Enforce : public ::testing::Test {
     ASSERT_TRUE(program_->setConfig(*config));
   }
 
+  std::array<uint64_t, 2> hashKey() {
+    auto config = program_->config();
+    EXPECT_TRUE(config);
+    return config ? std::array<uint64_t, 2>{config->hash_key[0], config->hash_key[1]} : std::array<uint64_t, 2>{};
+  }
+
   // Refuses a token (the last word of a header value) in the kernel; owner: bind it instead.
   void refuse(const std::string& token, uint32_t flags, const fs::path& owner = {}, uint32_t rule_id = 2) {
+    uint64_t hash = apiwarden::credentials::tokenHash(hashKey(), token);
     auto config = program_->config();
     ASSERT_TRUE(config);
-    uint64_t hash = apiwarden::credentials::tokenHash({config->hash_key[0], config->hash_key[1]}, token);
     apiwarden_cred_rule rule{0, 0, 0, rule_id, flags, 0};
     if (!owner.empty()) {
       rule.owner_cgroup = cgroupId(owner);
@@ -432,6 +438,27 @@ TEST_F(Enforce, LongTokensAreMatchedAtEveryAlignment) {
   EXPECT_EQ(counters(2).requests, 8u);
 }
 
+// The kernel hashes a token eight bytes at a time (sixteen inside a long one), the agent in one
+// go: every length around those boundaries matches exactly, and one byte more or less does not.
+TEST_F(Enforce, TokensOfEveryLengthAreMatchedExactly) {
+  std::string alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+  std::vector<size_t> lengths;
+  for (size_t n = 1; n <= 48; ++n) lengths.push_back(n);
+  for (size_t n : {63u, 64u, 65u, 127u, 128u, 129u, 750u}) lengths.push_back(n);
+  for (size_t n : lengths) {
+    std::string token;
+    for (size_t i = 0; i < n; ++i) token += alphabet[(i * 7 + n) % alphabet.size()];
+    refuse(token, 0);
+    Listener server(AF_INET);  // never accepts: a listener per token, its backlog is short
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer " + token)), EACCES) << n;
+    EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer " + token + "y")), 0) << n;
+    if (n > 1) {
+      EXPECT_EQ(requestFrom(root_ / "a", server.port, request("Authorization: Bearer " + token.substr(1))), 0) << n;
+    }
+    ASSERT_TRUE(program_->deleteCredential(apiwarden::credentials::tokenHash(hashKey(), token)));
+  }
+}
+
 // The scan reads eight bytes at a time; in the last eight bytes of its 8 KiB it reads back from
 // the end. A head filling the 8 KiB exactly, or nearly, with the token in its last line.
 TEST_F(Enforce, TokenAtTheEndOfAFullScanIsRefused) {
@@ -564,6 +591,20 @@ TEST_F(Enforce, RevokedTokenSplitAcrossSegmentsIsStillRefused) {
   size_t cut = whole.find("tok-A") + 3;  // in the middle of the token
   EXPECT_EQ(serveOne(root_ / "a", {whole.substr(0, cut), whole.substr(cut)}).first, static_cast<int>(cut))
       << "the first segment arrived, the one completing the header did not";
+  EXPECT_EQ(counters(2).requests, 1u);
+}
+
+// The receiver keeps a word's hash and its bytes past the last whole eight between segments:
+// a long token in pieces of three bytes ends segments at every offset modulo eight.
+TEST_F(Enforce, LongTokenInManySegmentsIsStillRefused) {
+  std::string token = "eyJhbGciOiJIUzI1NiJ9." + std::string(60, 'z') + ".sig-0123456789";
+  refuse(token, 0);
+  std::string whole = request("Authorization: Bearer " + token);
+  size_t start = whole.find(token), end = start + token.size();
+  std::vector<std::string> parts = {whole.substr(0, start)};
+  for (size_t at = start; at < end; at += 3) parts.push_back(whole.substr(at, std::min<size_t>(3, end - at)));
+  parts.push_back(whole.substr(end));
+  EXPECT_EQ(serveOne(root_ / "a", parts).first, static_cast<int>(end)) << "all but the line's end arrived";
   EXPECT_EQ(counters(2).requests, 1u);
 }
 
