@@ -6,6 +6,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace apiwarden::enforce {
@@ -407,7 +408,7 @@ Result<void> Enforcer::install(const Rule& rule) {
       }
       if (auto put = program_->putCut(cgroup_id, {deadline, rule.slot, ruleFlags(rule)}); !put) return put;
     }
-  } else {
+  } else if (rule.token_hash != 0) {  // 0: waiting to see its credential
     apiwarden_cred_rule value{deadline, 0, 0, rule.slot, ruleFlags(rule), 0};
     if (!rule.cgroups.empty()) {
       value.owner_cgroup = rule.cgroups.front().first;
@@ -429,8 +430,8 @@ Result<void> Enforcer::uninstall(const Rule& rule) {
         if (auto deleted = program_->deleteDestination(key); !deleted) result = deleted;
       }
     }
-  } else if (auto deleted = program_->deleteCredential(rule.token_hash); !deleted) {
-    result = deleted;
+  } else if (rule.token_hash != 0) {
+    if (auto deleted = program_->deleteCredential(rule.token_hash); !deleted) result = deleted;
   }
   if (auto synced = syncConfig(); !synced) result = synced;
   return result;
@@ -445,6 +446,7 @@ Result<void> Enforcer::syncConfig() {
   uint64_t filter = 0;
   for (const auto& [slot, rule] : rules_) {
     if (rule.action != Action::kCut) {
+      if (rule.token_hash == 0) continue;  // waiting: nothing in the kernel
       ++credential_rules;
       filter |= 1ULL << (rule.token_hash & 63);
       continue;
@@ -547,6 +549,19 @@ void Enforcer::respond(const detect::Alert& alert) {
 void Enforcer::noteCredential(const std::string& fingerprint, uint64_t token_hash) {
   if (token_hashes_.size() >= 100'000 && !token_hashes_.contains(fingerprint)) token_hashes_.clear();
   token_hashes_[fingerprint] = token_hash;
+  if (waiting_ == 0) return;
+  for (auto& [slot, rule] : rules_) {
+    if (rule.action == Action::kCut || rule.token_hash != 0 || rule.fingerprint != fingerprint) continue;
+    rule.token_hash = token_hash;
+    if (auto installed = install(rule); !installed) {
+      logger("enforce")->error("{}: installing it: {}", rule.id, installed.error().describe());
+      rule.token_hash = 0;  // still waiting: the next request carrying it tries again
+      continue;
+    }
+    --waiting_;
+    logger("enforce")->info("{}: its credential was seen: enforced again", rule.id);
+    save();
+  }
 }
 
 json Enforcer::status() const {
@@ -582,6 +597,9 @@ nlohmann::ordered_json Enforcer::toJson(const Rule& rule) const {
     out["destinations"] = dests;
   }
   if (!rule.fingerprint.empty()) out["fingerprint"] = rule.fingerprint;
+  if (rule.action != Action::kCut && rule.token_hash == 0) {
+    out["waiting"] = "for a request carrying the credential: the kernel's hash changed with this agent version";
+  }
   out["reason"] = rule.reason;
   out["actor"] = rule.actor;
   out["created"] = records::formatTimestamp(rule.created_ns);
@@ -698,6 +716,20 @@ Result<void> Enforcer::restoreState() {
       }
     }
   }
+  if (program_->staleCredentialHashes()) {
+    // An earlier version's kernel hash: its entries match nothing now, and the tokens behind them
+    // are not kept. The rules wait for a request carrying their credential (noteCredential).
+    auto stale = program_->credentials();
+    if (!stale) return std::unexpected(stale.error());
+    for (const auto& [hash, cred] : *stale) (void)program_->deleteCredential(hash);
+    for (auto& [slot, rule] : rules_) {
+      if (rule.action == Action::kCut) continue;
+      rule.token_hash = 0;
+      log->warn("{} ({} {}) waits for a request carrying the credential: the kernel's hash changed with this "
+                "version, and it is enforced again once the agent has seen one",
+                rule.id, toString(rule.action), rule.fingerprint);
+    }
+  }
   uint64_t now = clock_.realtimeNs();
   std::vector<uint32_t> expired;
   for (const auto& [slot, rule] : rules_) {
@@ -760,6 +792,8 @@ Result<void> Enforcer::restoreState() {
     log->warn("removing a stray credential entry (rule id {})", cred.rule_id);
     (void)program_->deleteCredential(hash);
   }
+  waiting_ = std::count_if(rules_.begin(), rules_.end(),
+                           [](const auto& r) { return r.second.action != Action::kCut && r.second.token_hash == 0; });
   if (auto synced = syncConfig(); !synced) return synced;
   save();
   return {};

@@ -52,7 +52,7 @@ struct Rule {
   Direction direction = Direction::kEgress;
   std::vector<Destination> destinations;
   std::string fingerprint;
-  uint64_t token_hash = 0;
+  uint64_t token_hash = 0;  // kernel hash of a revoked or bound credential; 0 while waiting to see it again
   std::string reason, actor;
   uint64_t created_ns = 0;  // wall clock
   uint64_t expires_ns = 0;  // wall clock; 0: permanent
@@ -88,7 +88,8 @@ class Enforcer {
   // Once a second: expires rules, raises what the kernel refused since the last tick.
   void tick();
 
-  // The pipeline tells which kernel token hash a credential fingerprint has (revoke needs it).
+  // The pipeline tells which kernel token hash a credential fingerprint has (revoke needs it, and a
+  // rule waiting for its credential is installed by it).
   void noteCredential(const std::string& fingerprint, uint64_t token_hash);
   // The key of the kernel's credential hash (to compute token hashes).
   std::array<uint64_t, 2> tokenHashKey() const { return hash_key_; }
@@ -130,6 +131,7 @@ class Enforcer {
   std::array<uint64_t, 2> hash_key_{};
   std::map<uint32_t, Rule> rules_;  // by slot
   std::unordered_map<std::string, uint64_t> token_hashes_;  // fingerprint -> kernel token hash
+  size_t waiting_ = 0;  // credential rules with no token hash (an earlier version's kernel hash)
   EnforcerStats stats_;
 };
 

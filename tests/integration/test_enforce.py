@@ -227,6 +227,30 @@ class CredentialTest(EnforceTest):
         self.assertEqual((watched["ok"], other["ok"]), (25, 5))
         self.assertEqual(self.ctl("list")["rules"][0]["counters"]["requests"], 25)
 
+    def test_rules_of_an_earlier_kernel_hash_wait_for_their_credential(self):
+        # An earlier agent hashed tokens another way (its pinned config says hash version 1): its
+        # entry matches nothing now and the token itself was never kept. The rule stays, listed as
+        # waiting, and is enforced again once the agent has seen a request carrying the credential.
+        self.start()
+        stolen = self.fingerprint(self.a, "tok-shared-0001")
+        self.ctl("revoke", stolen, "--permanent", "--reason", "before the upgrade")
+        self.assertEqual(self.agent.stop(), 0)
+        config = os.path.join(self.pins, "maps", "apiwarden_enforce_config")
+        key = ["0", "0", "0", "0"]
+        value = json.loads(subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", config, "key", *key],
+                                          capture_output=True, text=True, check=True).stdout)["value"]
+        value[36:40] = ["1", "0", "0", "0"]  # hash_version (abi.h: apiwarden_enforce_config)
+        subprocess.run(["bpftool", "map", "update", "pinned", config, "key", *key, "value", *value], check=True)
+        self.start()
+        self.assertIn("waits for a request carrying the credential", self.agent.log_text())
+        self.assertIn("waiting", self.ctl("list")["rules"][0])
+        first = self.run_count(self.b, "tok-shared-0001", 1)
+        self.assertEqual(first["ok"], 1, "it passes: the agent learns the token's new hash from it")
+        wait_for(lambda: "waiting" not in self.ctl("list")["rules"][0], what="the rule enforced again")
+        again, other = self.run_count(self.b, "tok-shared-0001", 5), self.run_count(self.b, "tok-other-0005", 5)
+        self.assertEqual((again["ok"], again["failed"]), (0, 5), again)
+        self.assertEqual((other["ok"], other["failed"]), (5, 0), other)
+
 
 class AutoResponseTest(EnforceTest):
     def test_shared_credential_alert_revokes_the_token(self):
