@@ -15,7 +15,10 @@ used meanwhile (busy time in /proc/stat minus the benchmark's cgroups and the ag
 disturbed by other work shows, and the median ratio over the undisturbed rounds is printed.
 Prints the ratio on/off last (target >= 0.90).
 
-usage: python3 bench/credential_overhead.py [--rounds 10] [--seconds 4] [--connections 4]
+--token-bytes N gives wrk a JWT-like token of N bytes instead of the short one (a 750-byte JWT is
+common): the scan's cost grows with the head.
+
+usage: python3 bench/credential_overhead.py [--rounds 10] [--seconds 4] [--connections 16] [--token-bytes N]
 """
 import argparse
 import os
@@ -31,6 +34,14 @@ import harness  # noqa: E402
 
 BENIGN = "tok-bench-benign-4f1c9a"
 REVOKED = "tok-bench-revoked-7d02e5"
+
+
+def jwt_like(size):
+    """A token shaped like a JWT (header.payload.signature, base64url), size bytes long."""
+    header, signature = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.", ".c2lnbmF0dXJlLWJlbmNo"
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    payload = "".join(alphabet[(i * 7) % len(alphabet)] for i in range(max(size - len(header) - len(signature), 1)))
+    return header + payload + signature
 QUIET_CORES = 0.25
 
 
@@ -46,6 +57,7 @@ class Bench:
         self.port = harness.free_port()
         # records (one per request) go to memory, emptied after every run: no disk writeback in the figures
         self.records = f"/dev/shm/apiwarden-bench-{os.getpid()}.jsonl"
+        self.benign = jwt_like(args.token_bytes) if args.token_bytes else BENIGN
 
     def ctl(self, *args):
         return harness.apiwardenctl_ok(self.socket, *args)
@@ -99,7 +111,7 @@ class Bench:
 
     def wrk(self):
         argv = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{self.args.seconds}s", "-H",
-                f"Authorization: Bearer {BENIGN}", f"http://127.0.0.1:{self.port}/api/x"]
+                f"Authorization: Bearer {self.benign}", f"http://127.0.0.1:{self.port}/api/x"]
         time.sleep(1.2)  # the agent refreshes its metrics every second
         records_before, lost_before = self.kernel_records(), self.lost()
         before = self.cpu_seconds()
@@ -139,7 +151,7 @@ class Bench:
         rule = self.ctl("revoke", self.fingerprint, "--ttl", "600s", "--reason", "credential_overhead bench")["rule"] \
             if on else None
         try:
-            benign = self.curl(BENIGN)
+            benign = self.curl(self.benign)
             revoked = self.curl(REVOKED)
             if benign != (0, "200"):
                 raise RuntimeError(f"benign curl failed: {benign}")
@@ -162,6 +174,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)  # saturates both cores, as http_overhead.py
+    parser.add_argument("--token-bytes", type=int, default=0, help="a JWT-like token of this size (default: 23 bytes)")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -174,7 +187,7 @@ def main():
             bench.start()
             bench.learn_fingerprint()
             print(f"revoking fingerprint {bench.fingerprint} in the 'on' arm; wrk -c{args.connections} "
-                  f"-d{args.seconds}s keep-alive with another bearer token", flush=True)
+                  f"-d{args.seconds}s keep-alive with another bearer token ({len(bench.benign)} bytes)", flush=True)
             for round_ in range(args.rounds):
                 order = (False, True) if round_ % 2 == 0 else (True, False)
                 for on in order:
