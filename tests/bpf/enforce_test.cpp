@@ -595,7 +595,8 @@ TEST_F(Enforce, RevokedTokenSplitAcrossSegmentsIsStillRefused) {
 }
 
 // The receiver keeps a word's hash and its bytes past the last whole eight between segments:
-// a long token in pieces of three bytes ends segments at every offset modulo eight.
+// a long token in pieces of three bytes ends segments at every offset modulo eight; in two pieces
+// split after 40 bytes, the second goes on sixteen bytes a round.
 TEST_F(Enforce, LongTokenInManySegmentsIsStillRefused) {
   std::string token = "eyJhbGciOiJIUzI1NiJ9." + std::string(60, 'z') + ".sig-0123456789";
   refuse(token, 0);
@@ -605,7 +606,9 @@ TEST_F(Enforce, LongTokenInManySegmentsIsStillRefused) {
   for (size_t at = start; at < end; at += 3) parts.push_back(whole.substr(at, std::min<size_t>(3, end - at)));
   parts.push_back(whole.substr(end));
   EXPECT_EQ(serveOne(root_ / "a", parts).first, static_cast<int>(end)) << "all but the line's end arrived";
-  EXPECT_EQ(counters(2).requests, 1u);
+  EXPECT_EQ(serveOne(root_ / "a", {whole.substr(0, start + 40), whole.substr(start + 40)}).first,
+            static_cast<int>(start + 40));
+  EXPECT_EQ(counters(2).requests, 2u);
 }
 
 }  // namespace
