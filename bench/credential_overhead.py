@@ -34,6 +34,7 @@ import harness  # noqa: E402
 
 BENIGN = "tok-bench-benign-4f1c9a"
 REVOKED = "tok-bench-revoked-7d02e5"
+QUIET_CORES = 0.25
 
 
 def jwt_like(size):
@@ -42,7 +43,6 @@ def jwt_like(size):
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     payload = "".join(alphabet[(i * 7) % len(alphabet)] for i in range(max(size - len(header) - len(signature), 1)))
     return header + payload + signature
-QUIET_CORES = 0.25
 
 
 class Bench:
