@@ -408,7 +408,7 @@ Result<void> Enforcer::install(const Rule& rule) {
       }
       if (auto put = program_->putCut(cgroup_id, {deadline, rule.slot, ruleFlags(rule)}); !put) return put;
     }
-  } else if (rule.token_hash != 0) {  // 0: waiting to see its credential
+  } else if (!rule.waiting()) {
     apiwarden_cred_rule value{deadline, 0, 0, rule.slot, ruleFlags(rule), 0};
     if (!rule.cgroups.empty()) {
       value.owner_cgroup = rule.cgroups.front().first;
@@ -430,7 +430,7 @@ Result<void> Enforcer::uninstall(const Rule& rule) {
         if (auto deleted = program_->deleteDestination(key); !deleted) result = deleted;
       }
     }
-  } else if (rule.token_hash != 0) {
+  } else if (!rule.waiting()) {
     if (auto deleted = program_->deleteCredential(rule.token_hash); !deleted) result = deleted;
   }
   if (auto synced = syncConfig(); !synced) result = synced;
@@ -438,15 +438,19 @@ Result<void> Enforcer::uninstall(const Rule& rule) {
 }
 
 // The levels the cut rules name, and whether any credential rule exists: what the kernel reads
-// first, so that with no rules it does nothing else.
+// first, so that with no rules it does nothing else. Also counts the rules waiting for their credential.
 Result<void> Enforcer::syncConfig() {
   auto config = program_->config();
   if (!config) return std::unexpected(config.error());
   uint32_t levels = 0, credential_rules = 0;
   uint64_t filter = 0;
+  waiting_ = 0;
   for (const auto& [slot, rule] : rules_) {
+    if (rule.waiting()) {
+      ++waiting_;  // nothing in the kernel
+      continue;
+    }
     if (rule.action != Action::kCut) {
-      if (rule.token_hash == 0) continue;  // waiting: nothing in the kernel
       ++credential_rules;
       filter |= 1ULL << (rule.token_hash & 63);
       continue;
@@ -551,14 +555,13 @@ void Enforcer::noteCredential(const std::string& fingerprint, uint64_t token_has
   token_hashes_[fingerprint] = token_hash;
   if (waiting_ == 0) return;
   for (auto& [slot, rule] : rules_) {
-    if (rule.action == Action::kCut || rule.token_hash != 0 || rule.fingerprint != fingerprint) continue;
+    if (!rule.waiting() || rule.fingerprint != fingerprint) continue;
     rule.token_hash = token_hash;
     if (auto installed = install(rule); !installed) {
       logger("enforce")->error("{}: installing it: {}", rule.id, installed.error().describe());
       rule.token_hash = 0;  // still waiting: the next request carrying it tries again
       continue;
     }
-    --waiting_;
     logger("enforce")->info("{}: its credential was seen: enforced again", rule.id);
     save();
   }
@@ -597,7 +600,7 @@ nlohmann::ordered_json Enforcer::toJson(const Rule& rule) const {
     out["destinations"] = dests;
   }
   if (!rule.fingerprint.empty()) out["fingerprint"] = rule.fingerprint;
-  if (rule.action != Action::kCut && rule.token_hash == 0) {
+  if (rule.waiting()) {
     out["waiting"] = "for a request carrying the credential: the kernel's hash changed with this agent version";
   }
   out["reason"] = rule.reason;
@@ -792,8 +795,6 @@ Result<void> Enforcer::restoreState() {
     log->warn("removing a stray credential entry (rule id {})", cred.rule_id);
     (void)program_->deleteCredential(hash);
   }
-  waiting_ = std::count_if(rules_.begin(), rules_.end(),
-                           [](const auto& r) { return r.second.action != Action::kCut && r.second.token_hash == 0; });
   if (auto synced = syncConfig(); !synced) return synced;
   save();
   return {};

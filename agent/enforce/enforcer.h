@@ -57,6 +57,10 @@ struct Rule {
   uint64_t created_ns = 0;  // wall clock
   uint64_t expires_ns = 0;  // wall clock; 0: permanent
   apiwarden_rule_counters reported{};  // counts already raised as alerts
+
+  // A credential rule with no kernel hash (an earlier version's): nothing in the kernel until the
+  // agent sees a request carrying the credential.
+  bool waiting() const { return action != Action::kCut && token_hash == 0; }
 };
 
 // What the kernel refused (enforce) or would have refused (monitor), since the agent started.
@@ -131,7 +135,7 @@ class Enforcer {
   std::array<uint64_t, 2> hash_key_{};
   std::map<uint32_t, Rule> rules_;  // by slot
   std::unordered_map<std::string, uint64_t> token_hashes_;  // fingerprint -> kernel token hash
-  size_t waiting_ = 0;  // credential rules with no token hash (an earlier version's kernel hash)
+  size_t waiting_ = 0;  // rules waiting(), counted by syncConfig: noteCredential looks only when some are
   EnforcerStats stats_;
 };
 
